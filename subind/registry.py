@@ -35,7 +35,8 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self._items))}."
 
     def doc(self, name: str) -> str:
-        return self._docs[self.get(name) and name]
+        self.get(name)
+        return self._docs[name]
 
     def names(self) -> list[str]:
         return list(self._items)

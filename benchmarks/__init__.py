@@ -1,0 +1,1 @@
+"""subind-bench: reproduce the paper's figures and tables."""

@@ -1,0 +1,162 @@
+"""subind-bench: `subind-bench ls`, `subind-bench run fig3 --preset quick --out DIR`."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import typing
+from pathlib import Path
+
+import click
+
+from benchmarks.fig3_config import PRESETS, Fig3Config
+from subind.conditions import CONDITIONS
+from subind.registry import Registry
+from subind.tasks.expression import ExpressionError
+
+EXPERIMENTS: Registry[str] = Registry("experiment")
+EXPERIMENTS.register("fig3", "arithmetic Subtask Induction: paper Figure 3, Table 3, Appendix B")(
+    "fig3"
+)
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(x for x in text.replace(" ", "").split(",") if x)
+
+
+def _coerce(field: dataclasses.Field, value: str):
+    hint = typing.get_type_hints(Fig3Config)[field.name]
+    if hint is bool:
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise click.BadParameter(f"{field.name} takes true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    if hint in (int, float, str):
+        try:
+            return hint(value)
+        except ValueError:
+            raise click.BadParameter(
+                f"{field.name} takes a {hint.__name__}, got {value!r}"
+            ) from None
+    if typing.get_args(hint) and typing.get_args(hint)[0] is int:
+        return _ints(value)
+    return _names(value)
+
+
+def resolve_config(preset: str, overrides: dict, sets: tuple[str, ...]) -> Fig3Config:
+    """The preset with the options the user gave (unset ones are None and dropped)."""
+    if preset not in PRESETS:
+        raise click.UsageError(PRESETS.unknown_message(preset))
+    fields = {f.name: f for f in dataclasses.fields(Fig3Config)}
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            close = [f for f in fields if key in f or f in key][:3]
+            raise click.BadParameter(
+                f"--set takes FIELD=VALUE with a Fig3Config field, got {item!r}"
+                + (f"; did you mean {', '.join(close)}?" if close else "")
+            )
+        changes[key] = _coerce(fields[key], value)
+    return dataclasses.replace(PRESETS.get(preset), **changes)
+
+
+@click.group()
+def main() -> None:
+    """Reproduce the paper's figures and tables."""
+
+
+@main.command("ls")
+def ls_cmd() -> None:
+    """List experiments, presets and conditions."""
+    click.echo("experiments:")
+    for name in EXPERIMENTS:
+        click.echo(f"  {name:28s} {EXPERIMENTS.doc(name)}")
+    click.echo("fig3 presets: " + ", ".join(PRESETS.names()))
+    click.echo("conditions:")
+    for name in CONDITIONS:
+        click.echo(f"  {name:28s} {CONDITIONS.doc(name)}")
+
+
+@main.command("run")
+@click.argument("experiment")
+@click.option("--preset", default="quick", show_default=True, help="quick (CPU), paper, tiny")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory")
+@click.option("--layers", default=None, help="comma-separated depths, e.g. 2,12")
+@click.option("--seeds", default=None, help="comma-separated transfer seeds")
+@click.option("--sizes", default=None, help="comma-separated numbers of disambiguating rows")
+@click.option("--conditions", default=None, help="comma-separated; see `subind-bench ls`")
+@click.option("--unmasked", default=None, help="inherit,reinit or one of them")
+@click.option("--source-task", default=None, help="base model's task, e.g. 'a+ab'")
+@click.option("--subtask", default=None, help="subtask to discover, e.g. 'ab'")
+@click.option("--target-task", default=None, help="transfer task, e.g. 'a^2+ab'")
+@click.option("--workers", type=int, default=None, help="parallel transfer processes")
+@click.option(
+    "--trainable-subnetwork/--frozen-subnetwork",
+    "subnetwork_trainable",
+    default=None,
+    help="let the transferred entries train (paper Figure 7); frozen by default",
+)
+@click.option("--set", "sets", multiple=True, help="any Fig3Config field: FIELD=VALUE")
+@click.option("--progress/--no-progress", default=True)
+def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked, source_task,
+            subtask, target_task, workers, subnetwork_trainable, sets, progress) -> None:  # fmt: skip
+    """Run EXPERIMENT (see `subind-bench ls`), reusing whatever OUT already holds."""
+    if experiment not in EXPERIMENTS:
+        raise click.UsageError(EXPERIMENTS.unknown_message(experiment))
+    cfg = resolve_config(
+        preset,
+        {
+            "layers": _ints(layers),
+            "seeds": _ints(seeds),
+            "sizes": _ints(sizes),
+            "conditions": _names(conditions),
+            "unmasked": _names(unmasked),
+            "source_task": source_task,
+            "subtask": subtask,
+            "target_task": target_task,
+            "workers": workers,
+            "subnetwork_trainable": subnetwork_trainable,
+        },
+        sets,
+    )
+    for cond in cfg.conditions:
+        if cond not in CONDITIONS:
+            raise click.UsageError(CONDITIONS.unknown_message(cond))
+    for mode in cfg.unmasked:
+        if mode not in ("inherit", "reinit"):
+            raise click.UsageError(f"--unmasked takes inherit and/or reinit, got {mode!r}")
+    out = out or Path("runs") / f"{experiment}-{preset}"
+
+    from benchmarks.fig3 import StageError, base_model, find_subnetwork, run_fig3
+    from benchmarks.report import table_md, write_reports
+
+    start = time.perf_counter()
+    try:
+        records = run_fig3(cfg, out, progress=progress)
+        subs = {
+            L: find_subnetwork(cfg, L, base_model(cfg, L, out, False), out, False)
+            for L in cfg.layers
+        }
+    except (StageError, ExpressionError, ValueError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    title = f"{cfg.source_task} -> {cfg.subtask} -> {cfg.target_task} (mod {cfg.modulus}, preset {preset})"
+    write_reports(records, subs, out, title)
+    click.echo(table_md(records, f"Test accuracy: {title}"))
+    click.echo(
+        f"{len(records)} runs; wall time {time.perf_counter() - start:.0f} s; outputs in {out}/"
+    )
+
+
+if __name__ == "__main__":
+    main()

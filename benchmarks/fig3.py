@@ -1,0 +1,310 @@
+"""The arithmetic reproduction (paper Section 4, Figure 3, Table 3): base model -> discovery ->
+transfer grid over conditions, sizes and seeds -> results.jsonl, table.md, fig3.png,
+subnetworks.md. Finished stages and runs are cached in the output directory and reused.
+
+    out/base/L{layers}-{hash}/            model.safetensors, base.json
+    out/subnetworks/L{layers}-{hash}/     subnetwork.safetensors, subnetwork.json
+    out/results.jsonl                     one record per transfer run (appended as they finish)
+    out/config.json                       the resolved config and provenance of the last run
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from benchmarks.fig3_config import BASE_KEYS, DISCOVERY_KEYS, TRANSFER_KEYS, Fig3Config
+from subind.conditions import CONDITIONS
+from subind.discover import DiscoveryConfig, discover
+from subind.io import append_jsonl, read_jsonl, write_json_atomic, write_with_atomic
+from subind.masks import MaskSelection, select_parameters
+from subind.models import GPT2, GPT2Config
+from subind.provenance import provenance
+from subind.subnetwork import Subnetwork
+from subind.tasks.arithmetic import (
+    Batches,
+    Numbers,
+    accuracy,
+    encode,
+    last_token_loss,
+    split_pairs,
+    transfer_pairs,
+)
+from subind.tasks.expression import Expression
+from subind.train import TrainConfig, fit
+
+EXPERIMENT = "fig3"
+# Every attention and feed-forward weight (Appendix B.1): GPT-2's Conv1D layers; not the
+# embeddings, norms or biases.
+GPT2_MASKED = MaskSelection(module_types=("Conv1D",))
+
+
+class StageError(RuntimeError):
+    """A precondition failed; every later number would be meaningless."""
+
+
+def model_config(cfg: Fig3Config, layers: int) -> GPT2Config:
+    return GPT2Config(
+        vocab_size=Numbers(cfg.max_number, cfg.modulus).vocab_size,
+        n_positions=4,
+        n_embd=cfg.n_embd,
+        n_layer=layers,
+        n_head=cfg.n_head,
+        n_inner=cfg.n_inner,
+        dropout=cfg.dropout,
+    )
+
+
+def _rows(cfg: Fig3Config, task: str, pairs) -> torch.Tensor:
+    return encode(Numbers(cfg.max_number, cfg.modulus), Expression(task, cfg.modulus), pairs)
+
+
+def _save_model(model: torch.nn.Module, path: Path) -> None:
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    write_with_atomic(path, lambda tmp: save_file(state, str(tmp)))
+
+
+def _load_model(cfg: Fig3Config, layers: int, path: Path) -> GPT2:
+    model = GPT2(model_config(cfg, layers))
+    model.load_state_dict(load_file(str(path)), strict=False)  # lm_head is tied to wte
+    return model.eval()
+
+
+# --- stage 1: base model ------------------------------------------------------------------------
+def base_model(cfg: Fig3Config, layers: int, out: Path, progress: bool = True) -> GPT2:
+    """Train (or load the cached) base model on the source task and check it learned it."""
+    d = out / "base" / f"L{layers}-{cfg.digest(*BASE_KEYS)}"
+    meta_path = d / "base.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        model = _load_model(cfg, layers, d / "model.safetensors")
+    else:
+        nums = Numbers(cfg.max_number, cfg.modulus)
+        sizes = {"train": cfg.base_train_rows, "val": cfg.base_val_rows, "test": cfg.base_test_rows}
+        splits = split_pairs(nums, sizes, seed=cfg.base_seed)
+        rows = {k: _rows(cfg, cfg.source_task, v) for k, v in splits.items()}
+        torch.manual_seed(cfg.base_seed)
+        model = GPT2(model_config(cfg, layers))
+        result = fit(
+            model,
+            Batches(rows["train"], cfg.base_batch_size, cfg.base_seed),
+            last_token_loss,
+            lambda m: accuracy(m, rows["val"]),
+            TrainConfig(
+                epochs=cfg.base_epochs, lr=cfg.base_lr, stop_at_accuracy=cfg.base_stop_accuracy
+            ),
+            desc=f"base L{layers} {cfg.source_task}",
+            progress=progress,
+        )
+        meta = {
+            "task": cfg.source_task,
+            "layers": layers,
+            "model": asdict(model_config(cfg, layers)),
+            "val_accuracy": result.best_accuracy,
+            "test_accuracy": accuracy(model, rows["test"]),
+            "best_epoch": result.best_epoch,
+            "history": result.history,
+            "seconds": result.seconds,
+            "config": {k: getattr(cfg, k) for k in BASE_KEYS},
+            "provenance": provenance(),
+        }
+        _save_model(model, d / "model.safetensors")
+        write_json_atomic(meta_path, meta)
+    if meta["val_accuracy"] < cfg.base_min_accuracy:
+        raise StageError(
+            f"the {layers}-layer base model reached only {meta['val_accuracy']:.3f} validation "
+            f"accuracy on {cfg.source_task} (needs {cfg.base_min_accuracy}); train longer "
+            f"(--base-epochs), use fewer layers, or lower --base-min-accuracy ({d})"
+        )
+    return model
+
+
+# --- stage 2: discovery -------------------------------------------------------------------------
+def find_subnetwork(
+    cfg: Fig3Config, layers: int, base: GPT2, out: Path, progress: bool = True
+) -> Subnetwork:
+    """Discover (or load the cached) subnetwork for the subtask and check that it solves it."""
+    d = out / "subnetworks" / f"L{layers}-{cfg.digest(*DISCOVERY_KEYS)}"
+    if (d / "subnetwork.json").exists():
+        sub = Subnetwork.load(d)
+    else:
+        nums = Numbers(cfg.max_number, cfg.modulus)
+        sizes = {
+            "train": cfg.discovery_rows,
+            "val": cfg.discovery_eval_rows,
+            "test": cfg.discovery_eval_rows,
+        }
+        splits = split_pairs(nums, sizes, seed=cfg.base_seed + 1)
+        rows = {k: _rows(cfg, cfg.subtask, v) for k, v in splits.items()}
+        dcfg = DiscoveryConfig(
+            epochs=cfg.discovery_epochs,
+            lr=cfg.discovery_lr,
+            penalty=cfg.discovery_penalty,
+            beta_final=cfg.beta_final,
+            seed=cfg.base_seed,
+        )
+        sub = discover(
+            base,
+            select_parameters(base, GPT2_MASKED),
+            Batches(rows["train"], cfg.discovery_batch_size, cfg.base_seed),
+            last_token_loss,
+            lambda m: accuracy(m, rows["val"]),
+            dcfg,
+            evaluate_test=lambda m: accuracy(m, rows["test"]),
+            meta={
+                "base_model": f"GPT-2 {layers} layers trained on {cfg.source_task} "
+                f"mod {cfg.modulus}, numbers < {cfg.max_number}",
+                "model": asdict(model_config(cfg, layers)),
+                "subtask": cfg.subtask,
+                "source_task": cfg.source_task,
+                "layers": layers,
+                "config": {k: getattr(cfg, k) for k in DISCOVERY_KEYS},
+            },
+            progress=progress,
+        )
+        sub.save(d)
+    if sub.meta["val_accuracy"] < cfg.subnetwork_min_accuracy:
+        raise StageError(
+            f"the subnetwork found in the {layers}-layer model reaches only "
+            f"{sub.meta['val_accuracy']:.3f} on {cfg.subtask} (needs "
+            f"{cfg.subnetwork_min_accuracy}): it does not implement the subtask; try more "
+            f"--discovery-epochs or a smaller --discovery-penalty ({d})"
+        )
+    return sub
+
+
+# --- stage 3: transfer runs ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Run:
+    layers: int
+    condition: str
+    unmasked: str
+    seed: int
+    n_disambiguation: int
+
+    def key(self, cfg: Fig3Config) -> str:
+        return (
+            f"L{self.layers}/{self.condition}/{self.unmasked}/s{self.seed}/"
+            f"n{self.n_disambiguation}/{cfg.digest(*TRANSFER_KEYS)}"
+        )
+
+
+def plan_runs(cfg: Fig3Config) -> list[Run]:
+    """Every (depth, condition, unmasked mode, seed, size); scratch and full transfer have no
+    unmasked choice (all re-initialised / all inherited), so they run once."""
+    runs = []
+    for layers in cfg.layers:
+        for seed in cfg.seeds:
+            for n in cfg.sizes:
+                for cond in cfg.conditions:
+                    c = CONDITIONS.get(cond)
+                    if c.uses_subnetwork:
+                        modes = cfg.unmasked
+                    else:
+                        modes = ("reinit",) if cond == "scratch" else ("inherit",)
+                    runs.extend(Run(layers, cond, mode, seed, n) for mode in modes)
+    return runs
+
+
+def run_transfer(
+    cfg: Fig3Config, run: Run, base: GPT2, sub: Subnetwork | None, progress: bool = False
+) -> dict[str, Any]:
+    """Build the condition's model, train it on the target task, return its results record."""
+    start = time.perf_counter()
+    nums = Numbers(cfg.max_number, cfg.modulus)
+    splits = transfer_pairs(nums, run.n_disambiguation, cfg.eval_rows, seed=run.seed)
+    rows = {k: _rows(cfg, cfg.target_task, v) for k, v in splits.items()}
+    torch.manual_seed(run.seed)  # the same fresh initialisation for every condition of a seed
+    fresh = GPT2(model_config(cfg, run.layers))
+    model, info = CONDITIONS.get(run.condition).build(
+        base, fresh, sub, run.unmasked, cfg.subnetwork_trainable, seed=run.seed
+    )
+    torch.manual_seed(run.seed)
+    result = fit(
+        model,
+        Batches(rows["train"], cfg.transfer_batch_size, run.seed),
+        last_token_loss,
+        lambda m: accuracy(m, rows["val"]),
+        TrainConfig(epochs=cfg.transfer_epochs, lr=cfg.transfer_lr),
+        desc=run.condition,
+        progress=progress,
+    )
+    return {
+        "experiment": EXPERIMENT,
+        "key": run.key(cfg),
+        "condition": run.condition,
+        "source_task": cfg.source_task,
+        "subtask": cfg.subtask,
+        "target_task": cfg.target_task,
+        "layers": run.layers,
+        "seed": run.seed,
+        "n_disambiguation": run.n_disambiguation,
+        "train_rows": int(rows["train"].shape[0]),
+        "val_accuracy": result.best_accuracy,
+        "test_accuracy": accuracy(model, rows["test"]),
+        "best_epoch": result.best_epoch,
+        "wall_seconds": time.perf_counter() - start,
+        "max_number": cfg.max_number,
+        "modulus": cfg.modulus,
+        "epochs": cfg.transfer_epochs,
+        "lr": cfg.transfer_lr,
+        "batch_size": cfg.transfer_batch_size,
+        **info,
+    }
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _worker(cfg: Fig3Config, run: Run, out: str) -> dict[str, Any]:
+    base = base_model(cfg, run.layers, Path(out), progress=False)
+    sub = find_subnetwork(cfg, run.layers, base, Path(out), progress=False)
+    return run_transfer(cfg, run, base, sub)
+
+
+def run_fig3(cfg: Fig3Config, out: Path, progress: bool = True) -> list[dict[str, Any]]:
+    """Run every missing stage and transfer run; return all records for this config."""
+    out.mkdir(parents=True, exist_ok=True)
+    for cond in cfg.conditions:
+        CONDITIONS.get(cond)  # fail early on a typo, with a suggestion
+    for task in (cfg.source_task, cfg.subtask, cfg.target_task):
+        Expression(task, cfg.modulus)
+    prov = provenance()
+    write_json_atomic(out / "config.json", {"config": asdict(cfg), "provenance": prov})
+    bases, subs = {}, {}
+    for layers in cfg.layers:
+        bases[layers] = base_model(cfg, layers, out, progress)
+        subs[layers] = find_subnetwork(cfg, layers, bases[layers], out, progress)
+    results_path = out / "results.jsonl"
+    done = {r["key"] for r in read_jsonl(results_path)}
+    todo = [r for r in plan_runs(cfg) if r.key(cfg) not in done]
+    bar = tqdm(total=len(todo), desc="transfer runs", disable=not progress)
+
+    def record(rec: dict[str, Any]) -> None:
+        rec["provenance"] = {"git_commit": prov["git_commit"], "versions": prov["versions"]}
+        append_jsonl(results_path, rec)
+        bar.update(1)
+        bar.set_postfix_str(f"{rec['condition']} n={rec['n_disambiguation']}")
+
+    if cfg.workers <= 1 or len(todo) <= 1:
+        for run in todo:
+            record(run_transfer(cfg, run, bases[run.layers], subs[run.layers]))
+    else:
+        ctx = get_context("spawn")  # no fork of a process that already ran torch threads
+        with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init) as pool:
+            futures = [pool.submit(_worker, cfg, run, str(out)) for run in todo]
+            for fut in as_completed(futures):
+                record(fut.result())
+    bar.close()
+    keys = {r.key(cfg) for r in plan_runs(cfg)}
+    return [r for r in read_jsonl(results_path) if r["key"] in keys]

@@ -1,0 +1,115 @@
+"""The registry of transfer conditions: Subtask Induction and its controls.
+
+Each condition turns (base model, freshly initialised model, discovered subnetwork) into the
+model that is then trained on the target task. ``CONDITIONS`` is the single list the CLI, the
+benchmarks and the test matrix iterate over.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from subind.controls import complement_masks, inverted_random_masks, random_masks
+from subind.registry import Registry
+from subind.subnetwork import Subnetwork
+from subind.transfer import describe_transfer, transfer
+
+MaskFn = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    doc: str
+    uses_subnetwork: bool  # transfers a subnetwork-shaped mask (the unmasked option applies)
+    _mask_fn: MaskFn | None = None  # None: no mask (scratch / full transfer)
+
+    def build(
+        self,
+        base: nn.Module,
+        fresh: nn.Module,
+        subnetwork: Subnetwork | None,
+        unmasked: str = "inherit",
+        trainable_subnetwork: bool = False,
+        seed: int = 0,
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """Return (model to train, record of what it took from ``base``)."""
+        if self.name == "scratch":
+            return fresh, {
+                "unmasked": "reinit",
+                "subnetwork_trainable": None,
+                "subnetwork_density": 0.0,
+            }
+        if self.name == "full-transfer":
+            model = copy.deepcopy(base)
+            for p in model.parameters():
+                p.requires_grad_(True)
+            return model, {
+                "unmasked": "inherit",
+                "subnetwork_trainable": True,
+                "subnetwork_density": 1.0,
+            }
+        assert subnetwork is not None, f"condition {self.name!r} needs a discovered subnetwork"
+        assert self._mask_fn is not None
+        subnetwork.check_compatible(fresh)
+        masks = self._mask_fn(subnetwork.masks, seed)
+        model = transfer(base, fresh, masks, unmasked, trainable_subnetwork)
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        info = describe_transfer(fresh, masks, unmasked, trainable_subnetwork)
+        info["subnetwork_density"] = kept / total
+        info["masked_tensors"] = len(info["masked_tensors"])  # names live in subnetwork.json
+        info["inherited_unmasked"] = len(info["inherited_unmasked"])
+        info["reinitialized_unmasked"] = len(info["reinitialized_unmasked"])
+        return model, info
+
+
+CONDITIONS: Registry[Condition] = Registry("condition")
+
+
+def _add(cond: Condition) -> None:
+    CONDITIONS.register(cond.name, cond.doc)(cond)
+
+
+_add(Condition("subtask-induction", "transfer the discovered subnetwork", True, lambda m, s: m))
+_add(Condition("scratch", "train a freshly initialised model", False))
+_add(Condition("full-transfer", "fine-tune the whole base model", False))
+_add(
+    Condition(
+        "random-subnetwork",
+        "per tensor, k uniformly random entries (k = the subnetwork's count)",
+        True,
+        random_masks,
+    )
+)
+_add(
+    Condition(
+        "complement-subnetwork",
+        "per tensor, k random entries from outside the subnetwork",
+        True,
+        complement_masks,
+    )
+)
+_add(
+    Condition(
+        "random-subnetwork-inverted",
+        "per tensor, N-k random entries (the released code's inverted control)",
+        True,
+        inverted_random_masks,
+    )
+)
+
+# The five conditions of the paper's Figure 3 with the correct random control.
+DEFAULT_CONDITIONS = (
+    "subtask-induction",
+    "scratch",
+    "full-transfer",
+    "random-subnetwork",
+    "complement-subnetwork",
+)
