@@ -95,21 +95,25 @@ def bake(model: nn.Module) -> nn.Module:
     return model
 
 
-def effective_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
-    """{name in the un-parametrized model: the tensor the forward pass uses}."""
+def _clean_names(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """{parameter name as in the un-parametrized model: (owning module, attribute)}."""
     out = {}
     for name, _ in model.named_parameters():
         if ".parametrizations." in name:
             if not name.endswith(".original"):
-                continue
+                continue  # a parametrization's own parameter (e.g. mask scores)
             module_name, _, rest = name.partition(".parametrizations.")
             pname = rest[: -len(".original")]
-            module = model.get_submodule(module_name) if module_name else model
-            clean = f"{module_name}.{pname}" if module_name else pname
-            out[clean] = getattr(module, pname).detach()
         else:
-            out[name] = model.get_parameter(name).detach()
+            module_name, _, pname = name.rpartition(".")
+        module = model.get_submodule(module_name) if module_name else model
+        out[f"{module_name}.{pname}" if module_name else pname] = (module, pname)
     return out
+
+
+def effective_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """{name in the un-parametrized model: the tensor the forward pass uses}."""
+    return {n: getattr(m, p).detach() for n, (m, p) in _clean_names(model).items()}
 
 
 def describe_transfer(
@@ -117,8 +121,7 @@ def describe_transfer(
 ) -> dict[str, Any]:
     """Which parameters a transferred model took from the base model, for the results record."""
     _check_unmasked(unmasked)
-    names = [n for n, _ in model.named_parameters()]
-    outside = [n for n in names if n not in masks]
+    outside = [n for n in _clean_names(model) if n not in masks]
     return {
         "masked_tensors": sorted(masks),
         "unmasked": unmasked,

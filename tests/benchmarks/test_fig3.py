@@ -1,0 +1,167 @@
+import dataclasses
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.cli import main, resolve_config
+from benchmarks.fig3 import StageError, plan_runs, run_fig3
+from benchmarks.fig3_config import PAPER_SIZES, PRESETS
+from subind.io import read_jsonl
+
+REQUIRED = {
+    "experiment", "condition", "source_task", "subtask", "target_task", "layers", "seed",
+    "n_disambiguation", "unmasked", "subnetwork_trainable", "val_accuracy", "test_accuracy",
+    "subnetwork_density", "wall_seconds",
+}  # fmt: skip
+
+
+def test_tiny_end_to_end_outputs_and_resume(tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(
+        main, ["run", "fig3", "--preset", "tiny", "--out", str(out), "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    records = read_jsonl(out / "results.jsonl")
+    cfg = PRESETS.get("tiny")
+    assert len(records) == len(plan_runs(cfg)) == 2 * (2 + 3 * 2)  # sizes x (2 + 3 conds x 2 modes)
+    for r in records:
+        assert REQUIRED <= set(r), REQUIRED - set(r)
+        assert r["provenance"]["git_commit"]
+    assert {r["unmasked"] for r in records if r["condition"] == "subtask-induction"} == {
+        "inherit",
+        "reinit",
+    }
+    for name in ("table.md", "fig3.png", "subnetworks.md", "config.json"):
+        assert (out / name).exists(), name
+    assert "| subtask-induction (inherit) |" in (out / "table.md").read_text()
+    assert (out / "fig3.png").read_bytes()[:4] == b"\x89PNG"
+    # a rerun reuses base model, subnetwork and finished runs
+    res = CliRunner().invoke(
+        main, ["run", "fig3", "--preset", "tiny", "--out", str(out), "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    assert len(read_jsonl(out / "results.jsonl")) == len(records)
+    # adding a size runs only the new ones
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "fig3",
+            "--preset",
+            "tiny",
+            "--out",
+            str(out),
+            "--sizes",
+            "0,10,20",
+            "--no-progress",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert len(read_jsonl(out / "results.jsonl")) == len(records) + 8
+
+
+def test_same_seed_same_numbers(tmp_path):
+    cfg = dataclasses.replace(
+        PRESETS.get("tiny"), conditions=("subtask-induction", "scratch"), sizes=(10,)
+    )
+    a = run_fig3(cfg, tmp_path / "a", progress=False)
+    b = run_fig3(cfg, tmp_path / "b", progress=False)
+    key = lambda r: r["key"]  # noqa: E731
+    assert [r["test_accuracy"] for r in sorted(a, key=key)] == [
+        r["test_accuracy"] for r in sorted(b, key=key)
+    ]
+    assert [r["val_accuracy"] for r in sorted(a, key=key)] == [
+        r["val_accuracy"] for r in sorted(b, key=key)
+    ]
+
+
+def test_workers_give_the_same_records_as_one_process(tmp_path):
+    cfg = dataclasses.replace(
+        PRESETS.get("tiny"),
+        conditions=("subtask-induction", "random-subnetwork"),
+        sizes=(10,),
+        unmasked=("inherit",),
+    )
+    one = run_fig3(cfg, tmp_path / "one", progress=False)
+    two = run_fig3(dataclasses.replace(cfg, workers=2), tmp_path / "two", progress=False)
+    acc = lambda rs: sorted((r["key"], r["test_accuracy"]) for r in rs)  # noqa: E731
+    assert acc(one) == acc(two)
+
+
+def test_failed_precondition_stops_with_a_clear_message(tmp_path):
+    cfg = dataclasses.replace(PRESETS.get("tiny"), base_min_accuracy=1.01)
+    with pytest.raises(StageError, match="base model reached only"):
+        run_fig3(cfg, tmp_path, progress=False)
+    assert not (tmp_path / "results.jsonl").exists()
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "fig3",
+            "--preset",
+            "tiny",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "base_min_accuracy=1.01",
+        ],
+    )
+    assert res.exit_code == 1 and "error: the 1-layer base model reached only" in res.output
+    cfg = dataclasses.replace(PRESETS.get("tiny"), subnetwork_min_accuracy=1.01)
+    with pytest.raises(StageError, match="does not implement the subtask"):
+        run_fig3(cfg, tmp_path, progress=False)
+
+
+def test_cli_errors_are_one_line_with_suggestions(tmp_path):
+    r = CliRunner()
+    res = r.invoke(
+        main, ["run", "fig3", "--preset", "tiny", "--conditions", "scrach", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "Did you mean 'scratch'" in res.output
+    res = r.invoke(main, ["run", "fig4", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "Did you mean 'fig3'" in res.output
+    res = r.invoke(
+        main, ["run", "fig3", "--preset", "tiny", "--target-task", "a^^2", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 1 and "bad expression 'a^^2'" in res.output
+    res = r.invoke(main, ["run", "fig3", "--preset", "quik"])
+    assert res.exit_code == 2 and "Did you mean 'quick'" in res.output
+    res = r.invoke(main, ["run", "fig3", "--set", "epochz=3"])
+    assert res.exit_code == 2 and "FIELD=VALUE" in res.output
+
+
+def test_presets_and_overrides():
+    paper = PRESETS.get("paper")
+    assert paper.sizes == PAPER_SIZES and len(PAPER_SIZES) == 17
+    assert PAPER_SIZES[1] == 10 and PAPER_SIZES[-1] == 10_000
+    assert (paper.layers, paper.seeds, paper.transfer_epochs, paper.transfer_batch_size) == (
+        (2, 4, 6, 8, 10, 12), (0, 1, 2, 3, 4), 100, 50,
+    )  # fmt: skip
+    assert (paper.transfer_lr, paper.base_lr, paper.discovery_epochs, paper.discovery_lr) == (
+        2e-4,
+        5e-4,
+        50,
+        1e-3,
+    )
+    assert paper.discovery_penalty == 1e-7 and paper.max_number == 1000 and paper.modulus == 7
+    cfg = resolve_config(
+        "quick",
+        {"layers": (2, 12), "seeds": None},
+        ("transfer_epochs=5", "subnetwork_trainable=true"),
+    )
+    assert cfg.layers == (2, 12) and cfg.seeds == PRESETS.get("quick").seeds
+    assert cfg.transfer_epochs == 5 and cfg.subnetwork_trainable is True
+
+
+def test_ls_lists_experiments_and_conditions():
+    res = CliRunner().invoke(main, ["ls"])
+    assert res.exit_code == 0 and "fig3" in res.output and "complement-subnetwork" in res.output
+
+
+def test_results_are_json_lines_with_config_hash(tmp_path):
+    cfg = dataclasses.replace(PRESETS.get("tiny"), conditions=("scratch",), sizes=(0,))
+    run_fig3(cfg, tmp_path, progress=False)
+    line = (tmp_path / "results.jsonl").read_text().splitlines()[0]
+    rec = json.loads(line)
+    assert rec["key"].startswith("L1/scratch/reinit/s0/n0/") and rec["unmasked"] == "reinit"
