@@ -25,7 +25,9 @@ def plot_density(sub: Subnetwork, path: Path) -> None:
     ax.barh(range(len(names)), [100 * stats[n]["density"] for n in names], color="tab:blue")
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.invert_yaxis()
-    ax.axvline(100 * sub.density, color="k", ls="--", lw=1, label=f"overall {100 * sub.density:.2f}%")
+    ax.axvline(
+        100 * sub.density, color="k", ls="--", lw=1, label=f"overall {100 * sub.density:.2f}%"
+    )
     ax.set_xlabel("entries kept (%)")
     ax.legend(fontsize=8)
     ax.set_title(str(sub.meta.get("base_model", "subnetwork")), fontsize=8)
@@ -57,8 +59,12 @@ def inspect(path: Path, plot: Path | None) -> None:
             click.echo(f"{key}: {sub.meta[key]:.4f}")
     click.echo(f"{'tensor':{width}s}  {'kept':>10s}  {'total':>10s}  density")
     for name, s in sub.per_tensor().items():
-        click.echo(f"{name:{width}s}  {s['kept']:>10,d}  {s['total']:>10,d}  {100 * s['density']:6.2f}%")
-    click.echo(f"{'overall':{width}s}  {sub.kept:>10,d}  {sub.total:>10,d}  {100 * sub.density:6.2f}%")
+        click.echo(
+            f"{name:{width}s}  {s['kept']:>10,d}  {s['total']:>10,d}  {100 * s['density']:6.2f}%"
+        )
+    click.echo(
+        f"{'overall':{width}s}  {sub.kept:>10,d}  {sub.total:>10,d}  {100 * sub.density:6.2f}%"
+    )
     if plot is not None:
         plot_density(sub, plot)
         click.echo(f"wrote {plot}")
