@@ -199,18 +199,14 @@ class Run:
 
 
 def plan_runs(cfg: Fig3Config) -> list[Run]:
-    """Every (depth, condition, unmasked mode, seed, size); scratch and full transfer have no
-    unmasked choice (all re-initialised / all inherited), so they run once."""
+    """Every (depth, condition, unmasked mode, seed, size); conditions with a fixed unmasked
+    mode (scratch: all re-initialised, full transfer: all inherited) run once."""
     runs = []
     for layers in cfg.layers:
         for seed in cfg.seeds:
             for n in cfg.sizes:
                 for cond in cfg.conditions:
-                    c = CONDITIONS.get(cond)
-                    if c.uses_subnetwork:
-                        modes = cfg.unmasked
-                    else:
-                        modes = ("reinit",) if cond == "scratch" else ("inherit",)
+                    modes = CONDITIONS.get(cond).modes(cfg.unmasked)
                     runs.extend(Run(layers, cond, mode, seed, n) for mode in modes)
     return runs
 

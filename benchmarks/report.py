@@ -14,7 +14,9 @@ from subind.subnetwork import Subnetwork
 
 def label(rec: dict[str, Any]) -> str:
     """'subtask-induction (inherit)' for conditions with an unmasked choice, else the name."""
-    if rec["condition"] in ("scratch", "full-transfer"):
+    from subind.conditions import CONDITIONS
+
+    if rec["condition"] in CONDITIONS and CONDITIONS.get(rec["condition"]).unmasked_modes:
         return rec["condition"]
     return f"{rec['condition']} ({rec['unmasked']})"
 

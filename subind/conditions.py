@@ -27,8 +27,14 @@ MaskFn = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
 class Condition:
     name: str
     doc: str
-    uses_subnetwork: bool  # transfers a subnetwork-shaped mask (the unmasked option applies)
+    uses_subnetwork: bool  # needs a discovered subnetwork (its per-tensor counts or entries)
     _mask_fn: MaskFn | None = None  # None: no mask (scratch / full transfer)
+    # None: the caller's unmasked mode applies; else the only mode that makes sense.
+    unmasked_modes: tuple[str, ...] | None = None
+
+    def modes(self, requested: tuple[str, ...]) -> tuple[str, ...]:
+        """The unmasked modes to run this condition with, given the ones requested."""
+        return requested if self.unmasked_modes is None else self.unmasked_modes
 
     def build(
         self,
@@ -40,9 +46,11 @@ class Condition:
         seed: int = 0,
     ) -> tuple[nn.Module, dict[str, Any]]:
         """Return (model to train, record of what it took from ``base``)."""
+        if self.unmasked_modes is not None:
+            unmasked = self.unmasked_modes[0]
         if self.name == "scratch":
             return fresh, {
-                "unmasked": "reinit",
+                "unmasked": unmasked,
                 "subnetwork_trainable": None,
                 "subnetwork_density": 0.0,
             }
@@ -51,7 +59,7 @@ class Condition:
             for p in model.parameters():
                 p.requires_grad_(True)
             return model, {
-                "unmasked": "inherit",
+                "unmasked": unmasked,
                 "subnetwork_trainable": True,
                 "subnetwork_density": 1.0,
             }
@@ -78,8 +86,10 @@ def _add(cond: Condition) -> None:
 
 
 _add(Condition("subtask-induction", "transfer the discovered subnetwork", True, lambda m, s: m))
-_add(Condition("scratch", "train a freshly initialised model", False))
-_add(Condition("full-transfer", "fine-tune the whole base model", False))
+_add(Condition("scratch", "train a freshly initialised model", False, unmasked_modes=("reinit",)))
+_add(
+    Condition("full-transfer", "fine-tune the whole base model", False, unmasked_modes=("inherit",))
+)
 _add(
     Condition(
         "random-subnetwork",
@@ -102,6 +112,16 @@ _add(
         "per tensor, N-k random entries (the released code's inverted control)",
         True,
         inverted_random_masks,
+    )
+)
+
+_add(
+    Condition(
+        "unmasked-only",
+        "no masked entry; only the unmasked parameters (embeddings, norms, biases) inherited",
+        True,
+        lambda m, s: {n: torch.zeros_like(v) for n, v in m.items()},
+        unmasked_modes=("inherit",),
     )
 )
 

@@ -53,3 +53,22 @@ def test_condition_records():
 def test_unknown_condition_suggests():
     with pytest.raises(KeyError, match="Did you mean 'scratch'"):
         CONDITIONS.get("scrach")
+
+
+def test_unmasked_only_inherits_everything_but_the_masked_tensors():
+    from subind.transfer import effective_parameters
+
+    base, fresh, sub = _setup()
+    fresh_before = {n: p.clone() for n, p in fresh.named_parameters()}
+    model, info = CONDITIONS.get("unmasked-only").build(base, fresh, sub, "reinit", seed=0)
+    assert info["unmasked"] == "inherit" and info["subnetwork_density"] == 0.0
+    base_params = dict(base.named_parameters())
+    for name, p in effective_parameters(model).items():
+        expected = fresh_before[name] if name in sub.masks else base_params[name]
+        assert torch.equal(p, expected), name
+
+
+def test_fixed_mode_conditions_run_once():
+    assert CONDITIONS.get("scratch").modes(("inherit", "reinit")) == ("reinit",)
+    assert CONDITIONS.get("full-transfer").modes(("inherit", "reinit")) == ("inherit",)
+    assert CONDITIONS.get("random-subnetwork").modes(("inherit", "reinit")) == ("inherit", "reinit")
