@@ -115,7 +115,9 @@ _PRESETS: dict[str, Fig3Config] = {
     # - 2 layers only (the CPU probe: 4 layers on this range failed to learn a+ab);
     # - 6 disambiguation sizes (0 to 1,000, i.e. up to 10% of pairs) instead of 17;
     # - 2 seeds, 500 validation / 500 test rows, discovery 30 epochs, base at most 40 epochs;
-    # - transfer keeps the paper's 100 epochs, batch 50 and lr 2e-4.
+    # - transfer keeps the paper's 100 epochs, batch 50 and lr 2e-4;
+    # - adds the unmasked-only control, which shows how much of the benefit does not come from
+    #   the subnetwork at all (embeddings, norms and biases inherited, masked tensors fresh).
     "quick": Fig3Config(
         max_number=100,
         layers=(2,),
@@ -129,6 +131,7 @@ _PRESETS: dict[str, Fig3Config] = {
         discovery_epochs=30,
         sizes=(0, 10, 30, 100, 300, 1000),
         seeds=(0, 1),
+        conditions=DEFAULT_CONDITIONS + ("unmasked-only",),
         eval_rows=500,
         workers=2,
     ),

@@ -104,7 +104,9 @@ def plot_fig3(records: list[dict[str, Any]], path: Path, title: str = "") -> Non
     panels = depths + (["all"] if len(depths) > 1 else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
     labels = _order(k[1] for k in groups)
-    colors = dict(zip(labels, plt.cm.tab10.colors, strict=False))
+    conditions = list(dict.fromkeys(lab.split(" (")[0] for lab in labels))
+    palette = dict(zip(conditions, plt.cm.tab10.colors, strict=False))
+    colors = {lab: palette[lab.split(" (")[0]] for lab in labels}  # one colour per condition
     for ax, panel in zip(axes[0], panels, strict=True):
         for lab in labels:
             if panel == "all":
