@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 import typing
@@ -150,6 +151,8 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
     except (StageError, ExpressionError, ValueError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 merges the results and writes the reports
     title = f"{cfg.source_task} -> {cfg.subtask} -> {cfg.target_task} (mod {cfg.modulus}, preset {preset})"
     write_reports(records, subs, out, title)
     click.echo(table_md(records, f"Test accuracy: {title}"))

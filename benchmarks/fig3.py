@@ -11,6 +11,7 @@ subnetworks.md. Finished stages and runs are cached in the output directory and 
 from __future__ import annotations
 
 import json
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -64,19 +65,31 @@ def model_config(cfg: Fig3Config, layers: int) -> GPT2Config:
     )
 
 
+def device_of(cfg: Fig3Config) -> torch.device:
+    """cfg.device, with "auto" meaning CUDA when available."""
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
 def _rows(cfg: Fig3Config, task: str, pairs) -> torch.Tensor:
-    return encode(Numbers(cfg.max_number, cfg.modulus), Expression(task, cfg.modulus), pairs)
+    rows = encode(Numbers(cfg.max_number, cfg.modulus), Expression(task, cfg.modulus), pairs)
+    return rows.to(device_of(cfg))
 
 
 def _save_model(model: torch.nn.Module, path: Path) -> None:
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    state = {
+        k: v.detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if k != "lm_head.weight"  # tied to wte; safetensors refuses shared storage
+    }
     write_with_atomic(path, lambda tmp: save_file(state, str(tmp)))
 
 
 def _load_model(cfg: Fig3Config, layers: int, path: Path) -> GPT2:
     model = GPT2(model_config(cfg, layers))
     model.load_state_dict(load_file(str(path)), strict=False)  # lm_head is tied to wte
-    return model.eval()
+    return model.to(device_of(cfg)).eval()
 
 
 # --- stage 1: base model ------------------------------------------------------------------------
@@ -93,7 +106,7 @@ def base_model(cfg: Fig3Config, layers: int, out: Path, progress: bool = True) -
         splits = split_pairs(nums, sizes, seed=cfg.base_seed)
         rows = {k: _rows(cfg, cfg.source_task, v) for k, v in splits.items()}
         torch.manual_seed(cfg.base_seed)
-        model = GPT2(model_config(cfg, layers))
+        model = GPT2(model_config(cfg, layers)).to(device_of(cfg))  # CPU init: same on any device
         result = fit(
             model,
             Batches(rows["train"], cfg.base_batch_size, cfg.base_seed),
@@ -220,7 +233,7 @@ def run_transfer(
     splits = transfer_pairs(nums, run.n_disambiguation, cfg.eval_rows, seed=run.seed)
     rows = {k: _rows(cfg, cfg.target_task, v) for k, v in splits.items()}
     torch.manual_seed(run.seed)  # the same fresh initialisation for every condition of a seed
-    fresh = GPT2(model_config(cfg, run.layers))
+    fresh = GPT2(model_config(cfg, run.layers)).to(device_of(cfg))
     model, info = CONDITIONS.get(run.condition).build(
         base, fresh, sub, run.unmasked, cfg.subnetwork_trainable, seed=run.seed
     )
@@ -268,27 +281,62 @@ def _worker(cfg: Fig3Config, run: Run, out: str) -> dict[str, Any]:
     return run_transfer(cfg, run, base, sub)
 
 
+def _dist() -> tuple[int, int]:
+    """(rank, world size) under torchrun, joining a gloo process group; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def run_fig3(cfg: Fig3Config, out: Path, progress: bool = True) -> list[dict[str, Any]]:
-    """Run every missing stage and transfer run; return all records for this config."""
+    """Run every missing stage and transfer run; return all records for this config.
+
+    Under ``torchrun --nproc_per_node=N`` rank 0 trains the base models and subnetworks, every
+    rank takes its slice of the missing runs (writing results.rank{r}.jsonl), and after a
+    barrier rank 0 merges them into results.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
     for cond in cfg.conditions:
         CONDITIONS.get(cond)  # fail early on a typo, with a suggestion
     for task in (cfg.source_task, cfg.subtask, cfg.target_task):
         Expression(task, cfg.modulus)
+    rank, world = _dist()
     prov = provenance()
-    write_json_atomic(out / "config.json", {"config": asdict(cfg), "provenance": prov})
+    digest = cfg.digest(*TRANSFER_KEYS)
     bases, subs = {}, {}
-    for layers in cfg.layers:
-        bases[layers] = base_model(cfg, layers, out, progress)
-        subs[layers] = find_subnetwork(cfg, layers, bases[layers], out, progress)
+    if rank == 0:
+        write_json_atomic(out / "config.json", {"config": asdict(cfg), "provenance": prov})
+        write_json_atomic(out / "configs" / f"{digest}.json", {"config": asdict(cfg)})
+        for layers in cfg.layers:
+            bases[layers] = base_model(cfg, layers, out, progress)
+            subs[layers] = find_subnetwork(cfg, layers, bases[layers], out, progress)
+    _barrier(world)
+    for layers in cfg.layers:  # the other ranks load what rank 0 cached
+        bases[layers] = bases.get(layers) or base_model(cfg, layers, out, False)
+        subs[layers] = subs.get(layers) or find_subnetwork(cfg, layers, bases[layers], out, False)
     results_path = out / "results.jsonl"
     done = {r["key"] for r in read_jsonl(results_path)}
-    todo = [r for r in plan_runs(cfg) if r.key(cfg) not in done]
-    bar = tqdm(total=len(todo), desc="transfer runs", disable=not progress)
+    todo = [r for r in plan_runs(cfg) if r.key(cfg) not in done][rank::world]
+    my_path = results_path if world == 1 else out / f"results.rank{rank}.jsonl"
+    done_here = {r["key"] for r in read_jsonl(my_path)}  # a resumed rank skips its own finished
+    todo = [r for r in todo if r.key(cfg) not in done_here]
+    bar = tqdm(total=len(todo), desc=f"transfer runs (rank {rank})", disable=not progress)
 
     def record(rec: dict[str, Any]) -> None:
+        rec["config_digest"] = digest
         rec["provenance"] = {"git_commit": prov["git_commit"], "versions": prov["versions"]}
-        append_jsonl(results_path, rec)
+        append_jsonl(my_path, rec)
         bar.update(1)
         bar.set_postfix_str(f"{rec['condition']} n={rec['n_disambiguation']}")
 
@@ -302,5 +350,14 @@ def run_fig3(cfg: Fig3Config, out: Path, progress: bool = True) -> list[dict[str
             for fut in as_completed(futures):
                 record(fut.result())
     bar.close()
+    _barrier(world)
+    if world > 1 and rank == 0:
+        for part in sorted(out.glob("results.rank*.jsonl")):
+            have = {r["key"] for r in read_jsonl(results_path)}
+            for rec in read_jsonl(part):
+                if rec["key"] not in have:
+                    append_jsonl(results_path, rec)
+            part.unlink()
+    _barrier(world)
     keys = {r.key(cfg) for r in plan_runs(cfg)}
     return [r for r in read_jsonl(results_path) if r["key"] in keys]

@@ -58,8 +58,10 @@ class Fig3Config:
     transfer_lr: float = 2e-4
     transfer_batch_size: int = 50
     eval_rows: int = 1_000  # validation and test, each
-    # Execution: parallel worker processes (one torch thread each) for the transfer grid.
+    # Execution (not part of any cache key): parallel worker processes for the transfer grid
+    # (one torch thread each), and the device ("auto": CUDA when available).
     workers: int = 1
+    device: str = "auto"
 
     def digest(self, *names: str) -> str:
         """A short hash of the named settings (all when none): the cache key of a stage."""

@@ -71,6 +71,46 @@ def table_md(records: list[dict[str, Any]], title: str = "Test accuracy") -> str
     return "\n".join(lines)
 
 
+def paired_md(records: list[dict[str, Any]]) -> str:
+    """Subtask induction minus each control, paired by seed (same fresh initialisation and the
+    same evaluation sets): mean +- std of the per-seed test-accuracy differences."""
+    by = {
+        (r["layers"], label(r), r["n_disambiguation"], r["seed"]): r["test_accuracy"]
+        for r in records
+    }
+    lines = ["# Subtask induction minus control (paired by seed)", ""]
+    for layers in sorted({k[0] for k in by}):
+        sizes = sorted({k[2] for k in by if k[0] == layers})
+        labels = _order({k[1] for k in by if k[0] == layers})
+        rows = []
+        for si in (lab for lab in labels if lab.startswith("subtask-induction")):
+            mode = si[si.find("(") :]
+            for other in labels:
+                if other.startswith("subtask-induction") or (
+                    "(" in other and not other.endswith(mode)
+                ):
+                    continue
+                cells = []
+                for n in sizes:
+                    diffs = [
+                        by[(layers, si, n, seed)] - by[(layers, other, n, seed)]
+                        for (d, lab, nn, seed) in by
+                        if d == layers and lab == si and nn == n and (layers, other, n, seed) in by
+                    ]
+                    if diffs:
+                        m, sd = mean_std(diffs)
+                        cells.append(f"{m:+.3f} +- {sd:.3f} ({len(diffs)})")
+                    else:
+                        cells.append("-")
+                rows.append(f"| {si} - {other} | " + " | ".join(cells) + " |")
+        if rows:
+            lines += [f"## {layers} layers", ""]
+            lines.append("| difference | " + " | ".join(f"n={n}" for n in sizes) + " |")
+            lines.append("|---|" + "---|" * len(sizes))
+            lines += rows + [""]
+    return "\n".join(lines)
+
+
 def subnetworks_md(subnetworks: dict[int, Subnetwork]) -> str:
     """Density per depth, as the paper's Table 3."""
     lines = [
@@ -148,6 +188,7 @@ def plot_fig3(records: list[dict[str, Any]], path: Path, title: str = "") -> Non
 def write_reports(
     records: list[dict[str, Any]], subnetworks: dict[int, Subnetwork], out: Path, title: str
 ) -> None:
-    write_text_atomic(out / "table.md", table_md(records, f"Test accuracy: {title}"))
+    text = table_md(records, f"Test accuracy: {title}") + "\n" + paired_md(records)
+    write_text_atomic(out / "table.md", text)
     write_text_atomic(out / "subnetworks.md", subnetworks_md(subnetworks))
     plot_fig3(records, out / "fig3.png", title)

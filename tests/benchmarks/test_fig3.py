@@ -165,3 +165,39 @@ def test_results_are_json_lines_with_config_hash(tmp_path):
     line = (tmp_path / "results.jsonl").read_text().splitlines()[0]
     rec = json.loads(line)
     assert rec["key"].startswith("L1/scratch/reinit/s0/n0/") and rec["unmasked"] == "reinit"
+
+
+def test_torchrun_two_ranks_give_the_same_records_as_one_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    args = [
+        "run",
+        "fig3",
+        "--preset",
+        "tiny",
+        "--conditions",
+        "subtask-induction,scratch",
+        "--no-progress",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.cli", *args, "--out", str(tmp_path / "one")],
+        check=True, env=env, capture_output=True,
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "benchmarks.cli", *args, "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one = sorted(
+        (r["key"], r["test_accuracy"]) for r in read_jsonl(tmp_path / "one" / "results.jsonl")
+    )
+    two = sorted(
+        (r["key"], r["test_accuracy"]) for r in read_jsonl(tmp_path / "two" / "results.jsonl")
+    )
+    assert one == two and len(one) == 2 * 3
+    assert not list((tmp_path / "two").glob("results.rank*.jsonl"))
+    assert (tmp_path / "two" / "table.md").exists()
