@@ -96,7 +96,12 @@ def discover(
                 test_acc = float(evaluate_test(model))
     finally:
         masks.remove()
-    info = dict(meta or {})
+    info = {
+        "base_model": f"{type(model).__name__} "
+        f"({sum(p.numel() for p in model.parameters()):,} parameters)",
+        "masked_tensors": list(names),
+    }
+    info.update(meta or {})
     info.update(
         {
             "discovery": asdict(config),

@@ -55,10 +55,17 @@ def transfer(
     base_params = dict(base.named_parameters())
     fresh_params = dict(fresh.named_parameters())
     for name, m in masks.items():
-        assert name in base_params and name in fresh_params, f"expected parameter {name!r}"
-        assert base_params[name].shape == m.shape == fresh_params[name].shape, (
-            f"expected {name!r} of shape {tuple(m.shape)} in both models"
-        )
+        if name not in base_params or name not in fresh_params:
+            raise ValueError(
+                f"mask {name!r} names no parameter of both models; base and fresh model must be "
+                "the same architecture the subnetwork was found on"
+            )
+        if not base_params[name].shape == m.shape == fresh_params[name].shape:
+            raise ValueError(
+                f"mask {name!r} has shape {tuple(m.shape)}, the models' parameter has "
+                f"{tuple(base_params[name].shape)} / {tuple(fresh_params[name].shape)}: build the "
+                "same architecture the subnetwork was found on"
+            )
     with torch.no_grad():
         if unmasked == "inherit":
             for name, p in fresh_params.items():

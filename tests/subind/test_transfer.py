@@ -100,3 +100,12 @@ def test_transfer_rejects_unknown_mode():
     base, fresh, masks = _models()
     with pytest.raises(ValueError, match="unmasked must be one of"):
         transfer(base, fresh, masks, unmasked="keep")
+
+
+def test_transfer_mismatch_is_a_clear_error():
+    base, fresh, masks = _models()
+    bad = {"transformer.h.0.attn.c_attn.weight": torch.ones(3, 3, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="same architecture"):
+        transfer(base, fresh, bad)
+    with pytest.raises(ValueError, match="names no parameter"):
+        transfer(base, fresh, {"nope.weight": torch.ones(1, dtype=torch.bool)})
