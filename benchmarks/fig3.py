@@ -136,7 +136,7 @@ def base_model(cfg: Fig3Config, layers: int, out: Path, progress: bool = True) -
         raise StageError(
             f"the {layers}-layer base model reached only {meta['val_accuracy']:.3f} validation "
             f"accuracy on {cfg.source_task} (needs {cfg.base_min_accuracy}); train longer "
-            f"(--base-epochs), use fewer layers, or lower --base-min-accuracy ({d})"
+            f"(--set base_epochs=N), use fewer layers, or lower --set base_min_accuracy ({d})"
         )
     return model
 
@@ -190,7 +190,7 @@ def find_subnetwork(
             f"the subnetwork found in the {layers}-layer model reaches only "
             f"{sub.meta['val_accuracy']:.3f} on {cfg.subtask} (needs "
             f"{cfg.subnetwork_min_accuracy}): it does not implement the subtask; try more "
-            f"--discovery-epochs or a smaller --discovery-penalty ({d})"
+            f"--set discovery_epochs=N or a smaller --set discovery_penalty ({d})"
         )
     return sub
 
