@@ -39,7 +39,7 @@ def _encode_crops(
     transform = ResizeLongestSide(sam.image_encoder.img_size)
     batch, input_sizes = [], []
     for x0, y0, x1, y1 in crop_boxes:
-        # The same PIL resize SamPredictor.set_image uses, so inputs match the reference bit-for-bit.
+        # SamPredictor.set_image's own PIL resize, so inputs match the reference bit for bit.
         resized = transform.apply_image(image[y0:y1, x0:x1])  # h' x w' x 3 uint8
         input_sizes.append(resized.shape[:2])
         pixels = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()
@@ -76,7 +76,9 @@ def _crop_masks(
         chunk = points[start : start + cfg.points_per_batch]
         coords = torch.as_tensor(transform.apply_coords(chunk, crop_size), device=sam.device)
         labels = torch.ones(len(chunk), dtype=torch.int, device=sam.device)
-        sparse, dense = sam.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=None)
+        sparse, dense = sam.prompt_encoder(
+            points=(coords[:, None], labels[:, None]), boxes=None, masks=None
+        )
         low_res, iou = sam.mask_decoder(
             image_embeddings=embedding,
             image_pe=image_pe,
@@ -145,10 +147,12 @@ def generate_fast(sam: torch.nn.Module, image: np.ndarray, cfg: SegmentConfig) -
     embeddings, input_sizes = _encode_crops(sam, image, crop_boxes, cfg.encoder_dtype)
 
     masks, boxes, crop_of = [], [], []  # crop-frame masks, image-frame boxes, crop index
-    for c, (box, layer) in enumerate(zip(crop_boxes, layers)):
+    for c, (box, layer) in enumerate(zip(crop_boxes, layers, strict=True)):
         crop_hw = np.array([box[3] - box[1], box[2] - box[0]])
         points = grids[layer] * crop_hw[None, ::-1]  # (P, 2) XY in the crop frame
-        m, _, b = _crop_masks(sam, embeddings[c : c + 1], points, input_sizes[c], box, orig_size, cfg)
+        m, _, b = _crop_masks(
+            sam, embeddings[c : c + 1], points, input_sizes[c], box, orig_size, cfg
+        )
         masks.extend(m)
         boxes.append(b + torch.as_tensor([box[0], box[1], box[0], box[1]], device=b.device))
         crop_of.extend([c] * len(m))

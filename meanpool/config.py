@@ -48,9 +48,13 @@ class SegmentConfig:
         assert self.encoder_dtype in ENCODER_DTYPES, (
             f"encoder_dtype must be one of {ENCODER_DTYPES}, got {self.encoder_dtype!r}"
         )
-        assert self.points_per_side >= 1, f"points_per_side must be >= 1, got {self.points_per_side}"
+        assert self.points_per_side >= 1, (
+            f"points_per_side must be >= 1, got {self.points_per_side}"
+        )
         assert self.crop_n_layers >= 0, f"crop_n_layers must be >= 0, got {self.crop_n_layers}"
-        assert self.points_per_batch >= 1, f"points_per_batch must be >= 1, got {self.points_per_batch}"
+        assert self.points_per_batch >= 1, (
+            f"points_per_batch must be >= 1, got {self.points_per_batch}"
+        )
         assert self.min_mask_region_area >= 0, "min_mask_region_area must be >= 0"
 
 
@@ -125,7 +129,9 @@ class BuildConfig:
     def __post_init__(self) -> None:
         assert self.subset in SUBSETS, f"subset must be one of {SUBSETS}, got {self.subset!r}"
         assert self.shard_size >= 1, f"shard_size must be >= 1, got {self.shard_size}"
-        assert 1 <= self.jpeg_quality <= 100, f"jpeg_quality must be in 1..100, got {self.jpeg_quality}"
+        assert 1 <= self.jpeg_quality <= 100, (
+            f"jpeg_quality must be in 1..100, got {self.jpeg_quality}"
+        )
         assert self.limit is None or self.limit >= 0, f"limit must be >= 0, got {self.limit}"
 
 

@@ -103,7 +103,9 @@ def load_sam(
     """
     known = (*MODEL_TYPES, TINY_TEST)
     if model_type not in known:
-        raise CheckpointError(f"unknown model type {model_type!r}; use one of {', '.join(MODEL_TYPES)}")
+        raise CheckpointError(
+            f"unknown model type {model_type!r}; use one of {', '.join(MODEL_TYPES)}"
+        )
     sam = _build(model_type)
     if checkpoint is not None:
         sam.load_state_dict(_read_state_dict(checkpoint, model_type))
@@ -113,7 +115,9 @@ def load_sam(
 def _read_state_dict(checkpoint: str | Path, model_type: str) -> dict[str, torch.Tensor]:
     path = Path(checkpoint)
     if not path.is_file():
-        raise CheckpointError(f"SAM checkpoint {str(path)!r} does not exist; download it or fix the path")
+        raise CheckpointError(
+            f"SAM checkpoint {str(path)!r} does not exist; download it or fix the path"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exn:  # pickle, zip and torch errors all mean "not a checkpoint"

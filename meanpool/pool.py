@@ -17,7 +17,7 @@ def _paint_order(masks: np.ndarray) -> list[int]:
     """Mask indices, largest area first; equal areas are ordered by mask content so that the
     result does not depend on the order masks arrive in."""
     areas = masks.reshape(len(masks), -1).sum(1)
-    keys = [(-int(a), np.packbits(m).tobytes()) for a, m in zip(areas, masks)]
+    keys = [(-int(a), np.packbits(m).tobytes()) for a, m in zip(areas, masks, strict=True)]
     return sorted(range(len(masks)), key=lambda i: keys[i])
 
 
@@ -45,7 +45,7 @@ def partition(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def mean_colours(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Mean RGB of ``image`` (HWC uint8) over each label of ``labels`` (H, W, 0..K-1): (K, 3) float."""
+    """Mean RGB of ``image`` (HWC uint8) per label of ``labels`` (H, W; 0..K-1): (K, 3) float."""
     k = int(labels.max()) + 1
     flat = labels.ravel()
     counts = np.bincount(flat, minlength=k).astype(np.float64)
