@@ -16,7 +16,7 @@ from .config import PoolConfig
 def _paint_order(masks: np.ndarray) -> list[int]:
     """Mask indices, largest area first; equal areas are ordered by mask content so that the
     result does not depend on the order masks arrive in."""
-    areas = masks.reshape(len(masks), -1).sum(1)
+    areas = masks.sum(axis=(1, 2))
     keys = [(-int(a), np.packbits(m).tobytes()) for a, m in zip(areas, masks, strict=True)]
     return sorted(range(len(masks)), key=lambda i: keys[i])
 
