@@ -106,9 +106,11 @@ def load_sam(
         raise CheckpointError(
             f"unknown model type {model_type!r}; use one of {', '.join(MODEL_TYPES)}"
         )
+    # Check the checkpoint before building: a random-init vit_h alone takes seconds on a CPU.
+    state = _read_state_dict(checkpoint, model_type) if checkpoint is not None else None
     sam = _build(model_type)
-    if checkpoint is not None:
-        sam.load_state_dict(_read_state_dict(checkpoint, model_type))
+    if state is not None:
+        sam.load_state_dict(state)
     return sam.to(device).eval()
 
 
