@@ -25,7 +25,7 @@ from subind.io import append_jsonl, read_jsonl, write_json_atomic
 from subind.provenance import provenance
 
 from .config import BuildConfig, ImageConfig, PoolConfig, SegmentConfig, digest, to_dict
-from .imagenet import Item, build_index, sixteen_classes
+from .imagenet import Item, select, sixteen_classes
 from .images import ImageSkip, load_rgb
 from .shards import ShardWriter, complete_shards, remove_partial, sha256_file, shard_keys
 
@@ -206,7 +206,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     identity = build_identity(cfg, sha256_file(cfg.checkpoint))
     settings_digest = digest(identity)[:16]
     _check_settings(out, identity)
-    index = build_index(cfg.imagenet_dir, cfg.index, cfg.val_labels)
+    selected = select(cfg.imagenet_dir, cfg.subset, cfg.index, cfg.val_labels)
     _barrier(world)  # every rank has read the old state before rank 0 changes it
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         write_json_atomic(out / SETTINGS_FILE, {"identity": identity, "digest": digest(identity)})
     _barrier(world)
 
-    chosen = index[cfg.subset][: cfg.limit] if cfg.limit is not None else index[cfg.subset]
+    chosen = selected[: cfg.limit] if cfg.limit is not None else selected
     items = sorted(chosen, key=lambda it: it.rel)
     keys = [it.key for it in items]
     assert len(set(keys)) == len(keys), "two input files map to the same sample key"

@@ -160,6 +160,19 @@ def build_index(
     return {**make_subsets(splits["train"], cfg), **splits}
 
 
+def select(
+    root: str | Path,
+    subset: str,
+    cfg: IndexConfig | None = None,
+    val_labels: str | Path | None = None,
+) -> list[Item]:
+    """The items of one subset; ``train`` and ``val`` need no balanced draw (nor enough images)."""
+    splits = scan(root, val_labels)
+    if subset in splits:
+        return splits[subset]
+    return make_subsets(splits["train"], cfg or IndexConfig())[subset]
+
+
 def index_record(
     index: dict[str, list[Item]], cfg: IndexConfig, root: str | Path
 ) -> dict[str, Any]:

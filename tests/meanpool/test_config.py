@@ -5,8 +5,16 @@ from meanpool.config import BuildConfig, IndexConfig, SegmentConfig, digest, to_
 
 def test_defaults_are_the_papers_settings():
     cfg = SegmentConfig()
-    assert (cfg.points_per_side, cfg.crop_n_layers, cfg.crop_n_points_downscale_factor) == (16, 1, 2)
-    assert (cfg.pred_iou_thresh, cfg.stability_score_thresh, cfg.min_mask_region_area) == (0.88, 0.95, 100)
+    assert (cfg.points_per_side, cfg.crop_n_layers, cfg.crop_n_points_downscale_factor) == (
+        16,
+        1,
+        2,
+    )
+    assert (cfg.pred_iou_thresh, cfg.stability_score_thresh, cfg.min_mask_region_area) == (
+        0.88,
+        0.95,
+        100,
+    )
     idx = IndexConfig()
     assert 16 * idx.discovery_per_class == 13_904 and 16 * idx.evaluation_per_class == 1_536
 

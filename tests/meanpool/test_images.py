@@ -15,12 +15,16 @@ def _save(path, img, **kw):
 
 @pytest.mark.parametrize(
     "mode, fmt",
-    [("CMYK", "JPEG"), ("L", "JPEG"), ("L", "PNG"), ("P", "PNG"), ("RGBA", "PNG"), ("LA", "PNG"), ("1", "PNG"),
-     ("I;16", "PNG"), ("RGB", "BMP")],
+    [("CMYK", "JPEG"), ("L", "JPEG"), ("L", "PNG"), ("P", "PNG"), ("RGBA", "PNG"), ("LA", "PNG"),
+     ("1", "PNG"), ("I;16", "PNG"), ("RGB", "BMP")],
 )  # fmt: skip
 def test_odd_modes_become_rgb_uint8(tmp_path, mode, fmt):
     rgb = Image.fromarray(synthetic_image(40, 50))
-    img = rgb.convert(mode) if mode != "I;16" else Image.fromarray((np.asarray(rgb.convert("L")).astype(np.uint16) * 257))
+    img = (
+        rgb.convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257)
+    )
     out = load_rgb(_save(tmp_path / f"x.{fmt.lower()}", img, format=fmt))
     assert out.shape == (40, 50, 3) and out.dtype == np.uint8
     if mode == "I;16":

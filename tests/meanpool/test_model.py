@@ -7,14 +7,21 @@ from meanpool.model import CheckpointError, build_tiny_sam, load_sam
 def test_checkpoint_round_trip(tiny_ckpt):
     sam = load_sam("tiny_test", tiny_ckpt)
     ref = build_tiny_sam(seed=0)
-    assert all(torch.equal(a, b) for a, b in zip(sam.state_dict().values(), ref.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(sam.state_dict().values(), ref.state_dict().values(), strict=True)
+    )
 
 
 def test_checkpoint_of_another_size_is_a_one_line_error(tiny_ckpt):
     with pytest.raises(CheckpointError) as exn:
         load_sam("vit_b", tiny_ckpt)
     msg = str(exn.value)
-    assert "does not fit --model-type vit_b" in msg and "--model-type tiny_test" in msg and "\n" not in msg
+    assert (
+        "does not fit --model-type vit_b" in msg
+        and "--model-type tiny_test" in msg
+        and "\n" not in msg
+    )
 
 
 def test_missing_and_unreadable_checkpoints(tmp_path):

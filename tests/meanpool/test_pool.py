@@ -46,7 +46,9 @@ def test_mean_pool_replaces_pixels_by_segment_means():
     image[:, 2:] = 200
     labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], np.int32)
     pooled = mean_pool(image, labels)
-    np.testing.assert_array_equal(pooled[:, :2], np.broadcast_to(np.rint([7.5, 15, 22.5]), (2, 2, 3)))
+    np.testing.assert_array_equal(
+        pooled[:, :2], np.broadcast_to(np.rint([7.5, 15, 22.5]), (2, 2, 3))
+    )
     assert np.all(pooled[:, 2:] == 200)
 
 

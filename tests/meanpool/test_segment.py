@@ -60,11 +60,13 @@ def test_zero_masks_do_not_crash_and_give_one_segment(tiny_sam):
 
 
 def test_default_thresholds_reject_random_weights():
-    # Why the tests set the thresholds to 0: at default init no mask passes IoU 0.88 / stability 0.95.
+    # Why tests set thresholds to 0: at default init no mask passes IoU 0.88 / stability 0.95.
     from meanpool.model import build_tiny_sam
 
     torch.manual_seed(0)
-    masks = generate_masks(build_tiny_sam(), synthetic_image(64, 64), SegmentConfig(points_per_side=4))
+    masks = generate_masks(
+        build_tiny_sam(), synthetic_image(64, 64), SegmentConfig(points_per_side=4)
+    )
     assert masks.shape == (0, 64, 64)
 
 

@@ -1,6 +1,12 @@
 import tarfile
 
-from meanpool.shards import ShardWriter, complete_shards, next_shard_number, remove_partial, shard_keys
+from meanpool.shards import (
+    ShardWriter,
+    complete_shards,
+    next_shard_number,
+    remove_partial,
+    shard_keys,
+)
 
 
 def _sample(i):
@@ -37,4 +43,7 @@ def test_new_writers_continue_numbering(tmp_path):
         w = ShardWriter(tmp_path, "train", 2, shard_size=1)
         w.write(_sample(0))
         w.close()
-    assert next_shard_number(tmp_path, "train", 2) == 2 and next_shard_number(tmp_path, "train", 0) == 0
+    assert (
+        next_shard_number(tmp_path, "train", 2) == 2
+        and next_shard_number(tmp_path, "train", 0) == 0
+    )

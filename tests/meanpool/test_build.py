@@ -1,0 +1,203 @@
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from meanpool.build import BuildError, build, encode_samples, pool_images, read_images
+from meanpool.cli import main
+from meanpool.config import BuildConfig, ImageConfig, IndexConfig, PoolConfig, SegmentConfig
+from meanpool.imagenet import Item, scan
+from meanpool.shards import complete_shards, sha256_file
+from subind.io import read_jsonl
+
+from .conftest import FAST_CLI, make_imagenet, synthetic_image
+
+REPO = Path(__file__).parents[2]
+SEG = SegmentConfig(
+    points_per_side=8, pred_iou_thresh=0, stability_score_thresh=0, min_mask_region_area=20
+)
+
+
+def read_samples(out: Path) -> dict[str, dict[str, bytes]]:
+    """Every sample in the finished shards of ``out``; asserts no key appears twice."""
+    samples: dict[str, dict[str, bytes]] = {}
+    seen_in: dict[str, str] = {}
+    for shard in complete_shards(out):
+        with tarfile.open(shard) as tar:
+            for m in tar.getmembers():
+                key, ext = m.name.split(".", 1)
+                assert seen_in.setdefault(key, shard.name) == shard.name, f"{key} in two shards"
+                samples.setdefault(key, {})[ext] = tar.extractfile(m).read()
+    return samples
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _cfg(root, out, ckpt, **kw) -> BuildConfig:
+    kw.setdefault("index", IndexConfig(discovery_per_class=1, evaluation_per_class=1))
+    return BuildConfig(
+        imagenet_dir=str(root),
+        out=str(out),
+        model_type="tiny_test",
+        checkpoint=str(ckpt),
+        segment=SEG,
+        **kw,
+    )
+
+
+# ------------------------------------------------------------------ stages fed with plain lists
+def test_stages_on_plain_lists(tmp_path, tiny_sam):
+    Image.fromarray(synthetic_image(48, 64)).save(tmp_path / "good.JPEG")
+    (tmp_path / "bad.JPEG").write_bytes(b"")
+    items = [
+        Item("good.JPEG", "n02690373", "airplane", 0),
+        Item("bad.JPEG", "n02690373", "airplane", 0),
+    ]
+    read = list(read_images(items, str(tmp_path), ImageConfig()))
+    assert read[0]["image"].shape == (48, 64, 3) and read[1]["skip"].startswith("empty file")
+    pooled = list(pool_images(read, tiny_sam, SEG, PoolConfig()))
+    assert (
+        pooled[0]["pooled"].shape == (48, 64, 3)
+        and pooled[0]["n_segments"] >= 1
+        and "skip" in pooled[1]
+    )
+    out = list(encode_samples(pooled, 90, "abc"))
+    assert set(out[0]) == {"__key__", "jpg", "cls", "json"} and out[0]["__key__"] == "good_JPEG"
+    meta = json.loads(out[0]["json"])
+    assert meta == {
+        "wnid": "n02690373", "category": "airplane", "label": 0, "source": "good.JPEG", "width": 64,
+        "height": 48, "n_segments": pooled[0]["n_segments"], "settings_digest": "abc",
+    }  # fmt: skip
+    assert out[0]["cls"] == b"0" and Image.open(__import__("io").BytesIO(out[0]["jpg"])).size == (
+        64,
+        48,
+    )
+    assert out[1] is pooled[1]
+
+
+# ------------------------------------------------------------------ in-process builds
+def test_build_writes_shards_and_manifest_and_resumes(tmp_path, tiny_ckpt):
+    root = make_imagenet(tmp_path / "in", per_class=3, val_per_class=0)
+    out = tmp_path / "out"
+    cfg = _cfg(root, out, tiny_ckpt, shard_size=5)
+    manifest = build(cfg, progress=False)
+    samples = read_samples(out)
+    assert manifest["num_samples"] == len(samples) == 16 and manifest["num_failures"] == 0
+    assert [s["num_samples"] for s in manifest["shards"]] == [5, 5, 5, 1]
+    assert all(sha256_file(out / s["name"]) == s["sha256"] for s in manifest["shards"])
+    assert {"provenance", "settings", "settings_digest", "build_config"} <= set(manifest)
+    assert (
+        manifest["provenance"]["versions"]["segment-anything"]
+        and manifest["build_config"]["segment"]["points_per_side"] == 8
+    )
+    labels = sorted(int(s["cls"]) for s in samples.values())
+    assert labels == list(range(16))  # one discovery image per class
+    meta = json.loads(next(iter(samples.values()))["json"])
+    assert meta["settings_digest"] == manifest["settings_digest"][:16]
+    assert all("." not in k for k in samples)
+
+    again = build(cfg, progress=False)  # nothing left to do: same samples, same shards
+    assert again["shards"] == manifest["shards"]
+    (out / manifest["shards"][1]["name"]).unlink()  # lose a shard: exactly its images are redone
+    build(cfg, progress=False)
+    assert read_samples(out).keys() == samples.keys()
+
+    with pytest.raises(BuildError, match="different settings .*segment"):
+        build(dataclasses.replace(cfg, segment=SegmentConfig()), progress=False)
+
+
+def test_odd_inputs_are_converted_or_skipped_and_recorded(tmp_path, tiny_ckpt):
+    root = make_imagenet(tmp_path / "in", per_class=1, val_per_class=0)
+    d = root / "train" / "n02690373"
+    rgb = Image.fromarray(synthetic_image(60, 80, seed=9))
+    rgb.convert("CMYK").save(d / "cmyk.JPEG")
+    rgb.convert("L").save(d / "grey.JPEG")
+    rgb.convert("P").save(d / "palette.png")
+    rgb.convert("RGBA").save(d / "alpha.png")
+    Image.fromarray(synthetic_image(400, 900, seed=3)).save(d / "large.JPEG")
+    (d / "empty.JPEG").write_bytes(b"")
+    (d / "text.JPEG").write_text("hello")
+    rgb.save(d / "trunc.JPEG")
+    (d / "trunc.JPEG").write_bytes((d / "trunc.JPEG").read_bytes()[:200])
+    Image.fromarray(synthetic_image(10, 10)).save(d / "tiny.JPEG")
+    out = tmp_path / "out"
+    manifest = build(
+        _cfg(root, out, tiny_ckpt, subset="train", image=ImageConfig(max_side=256)), progress=False
+    )
+    failures = {Path(r["path"]).name: r["reason"] for r in read_jsonl(out / "failures.jsonl")}
+    assert set(failures) == {"empty.JPEG", "text.JPEG", "trunc.JPEG", "tiny.JPEG"}
+    assert failures["tiny.JPEG"].startswith("too small") and failures["empty.JPEG"].startswith(
+        "empty"
+    )
+    samples = read_samples(out)
+    n_inputs = len(scan(root)["train"])
+    assert (
+        len(samples) + len(failures)
+        == n_inputs
+        == manifest["num_samples"] + manifest["num_failures"]
+    )
+    large = json.loads(samples["train_n02690373_large_JPEG"]["json"])
+    assert (large["width"], large["height"]) == (256, 114)
+
+
+# ------------------------------------------------------------------ processes: SIGKILL, torchrun
+def _cli_args(root, out, ckpt, *extra):
+    return ["build", "--imagenet-dir", str(root), "--out", str(out), "--sam-checkpoint", str(ckpt),
+            *FAST_CLI, "--subset", "train", *extra]  # fmt: skip
+
+
+def test_sigkilled_build_resumes_with_every_image_exactly_once(tmp_path, tiny_ckpt):
+    root = make_imagenet(tmp_path / "in", per_class=1, val_per_class=0)
+    out = tmp_path / "out"
+    (root / "train" / "n02690373" / "bad.JPEG").write_bytes(
+        b""
+    )  # a failure must not be redone either
+    args = _cli_args(root, out, tiny_ckpt, "--shard-size", "2")
+    proc = subprocess.Popen([sys.executable, "-m", "meanpool", *args], env=_env(), cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(complete_shards(out)) < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+    assert not (out / "manifest.json").exists()
+    done_before = len(read_samples(out))
+    assert 0 < done_before < 16
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    samples = read_samples(out)  # asserts no key is in two shards
+    failures = [r["key"] for r in read_jsonl(out / "failures.jsonl")]
+    keys = {it.key for it in scan(root)["train"]}
+    assert sorted([*samples, *failures]) == sorted(keys)
+    assert not list(out.glob("*.tmp"))
+    assert json.loads((out / "manifest.json").read_text())["num_samples"] == 16
+
+
+def test_two_gloo_ranks_give_the_same_samples_as_one_process(tmp_path, tiny_ckpt):
+    root = make_imagenet(tmp_path / "in", per_class=1, val_per_class=0)
+    one, two = tmp_path / "one", tmp_path / "two"
+    result = CliRunner().invoke(main, _cli_args(root, one, tiny_ckpt, "--shard-size", "3"))
+    assert result.exit_code == 0, result.output
+    args = _cli_args(root, two, tiny_ckpt, "--shard-size", "3", "--device", "cpu")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "meanpool", *args]  # fmt: skip
+    proc = subprocess.run(
+        cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert read_samples(one) == read_samples(two)
+    manifest = json.loads((two / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["num_samples"] == 16
+    assert {s["name"].split("-")[1] for s in manifest["shards"]} == {"r000", "r001"}
