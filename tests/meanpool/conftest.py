@@ -78,3 +78,55 @@ def make_imagenet(
     if flat_val:
         (root / "LOC_val_solution.csv").write_text("\n".join(solution) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, tiny_ckpt) -> Path:
+    """A finished 16-sample discovery build in 4 shards (read-only for tests)."""
+    from meanpool.build import build
+    from meanpool.config import BuildConfig, IndexConfig, SegmentConfig
+
+    base = tmp_path_factory.mktemp("built")
+    root = make_imagenet(base / "in", per_class=2, val_per_class=0)
+    cfg = BuildConfig(
+        imagenet_dir=str(root),
+        out=str(base / "out"),
+        model_type="tiny_test",
+        checkpoint=str(tiny_ckpt),
+        shard_size=4,
+        segment=SegmentConfig(points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0),
+        index=IndexConfig(discovery_per_class=1, evaluation_per_class=1),
+    )
+    build(cfg, progress=False)
+    return base / "out"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Hub offline mode, and any socket connection fails: tests never touch the network."""
+    import socket
+
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    def refuse(*args, **kw):
+        raise OSError("network access in a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def fill_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str = "a" * 40) -> Path:
+    """Lay ``folder`` out as the Hugging Face cache would hold a downloaded dataset repo."""
+    import shutil
+
+    repo = cache / ("datasets--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for p in folder.iterdir():
+        if p.is_file():
+            shutil.copyfile(p, snap / p.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snap
