@@ -201,3 +201,23 @@ def test_two_gloo_ranks_give_the_same_samples_as_one_process(tmp_path, tiny_ckpt
     manifest = json.loads((two / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["num_samples"] == 16
     assert {s["name"].split("-")[1] for s in manifest["shards"]} == {"r000", "r001"}
+
+
+def test_limit_takes_a_class_mixed_prefix_and_can_grow(tmp_path, tiny_ckpt):
+    root = make_imagenet(tmp_path / "in", per_class=2, val_per_class=0)
+    out = tmp_path / "out"
+    cfg = _cfg(root, out, tiny_ckpt, limit=5)
+    assert build(cfg, progress=False)["num_samples"] == 5
+    assert len({int(s["cls"]) for s in read_samples(out).values()}) > 1
+    assert build(dataclasses.replace(cfg, limit=None), progress=False)["num_samples"] == 16
+
+
+def test_progress_bar_shows_rate_and_eta(capsys):
+    from meanpool.build import _progress
+
+    bar = _progress(10, enabled=True, world=1)
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "img/s" in err and "<" in err  # "elapsed<remaining, N img/s"
