@@ -188,6 +188,16 @@ def write_manifest(
     return manifest
 
 
+def _end_torn_line(path: Path) -> None:
+    """A kill mid-append leaves a line without its newline; end it, so the next record starts a
+    line of its own (read_jsonl skips the torn one and its image is redone)."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
 # ---------------------------------------------------------------- the build
 def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a build. Returns the manifest on rank 0 and a per-rank summary elsewhere."""
@@ -211,6 +221,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         remove_partial(out)
+        _end_torn_line(out / FAILURES_FILE)
         write_json_atomic(out / SETTINGS_FILE, {"identity": identity, "digest": digest(identity)})
     _barrier(world)
 

@@ -302,7 +302,7 @@ def preview(
     seg, pool_cfg = _pop_segment(kw)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sam = load_sam(model_type, sam_checkpoint, device)
-    rgb = load_rgb(image, ImageConfig(**_given(max_side=max_side, min_side=1)))
+    rgb = load_rgb(image, ImageConfig(**_given(max_side=max_side)))
     masks = generate_masks(sam, rgb, seg)
     pooled, labels = pool(rgb, masks, pool_cfg)
     panel = preview_panel(rgb, pooled, labels)

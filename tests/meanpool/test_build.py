@@ -221,3 +221,15 @@ def test_progress_bar_shows_rate_and_eta(capsys):
     bar.close()
     err = capsys.readouterr().err
     assert "img/s" in err and "<" in err  # "elapsed<remaining, N img/s"
+
+
+def test_a_torn_failure_record_is_ended_and_its_image_redone(tmp_path, tiny_ckpt):
+    root = make_imagenet(tmp_path / "in", per_class=1, val_per_class=0)
+    (root / "train" / "n02690373" / "bad.JPEG").write_bytes(b"")
+    out = tmp_path / "out"
+    cfg = _cfg(root, out, tiny_ckpt, subset="train")
+    build(cfg, progress=False)
+    log = out / "failures.jsonl"
+    log.write_bytes(log.read_bytes()[:-10])  # as if killed in the middle of the append
+    assert build(cfg, progress=False)["num_failures"] == 1
+    assert [r["path"] for r in read_jsonl(log)] == ["train/n02690373/bad.JPEG"]

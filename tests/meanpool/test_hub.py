@@ -68,6 +68,9 @@ def test_pull_from_the_offline_cache_verifies_and_copies(built, tmp_path, offlin
     assert sorted(p.name for p in out.iterdir()) == sorted(
         p.name for p in built.iterdir() if p.is_file()
     )
+    from meanpool import loader
+
+    assert len(list(loader.dataset(out))) == 16  # a pulled snapshot loads like a local build
 
 
 def test_pull_of_a_corrupt_snapshot_fails(built, tmp_path, offline):
