@@ -12,6 +12,10 @@ from PIL import Image
 
 from meanpool.model import build_tiny_sam, load_sam
 
+# The root conftest sets one thread per test, but session fixtures (the tiny build) run before
+# that function-scoped fixture; two cores are shared with other jobs.
+torch.set_num_threads(1)
+
 # Random weights pass none of SAM's default quality thresholds, so tests that need masks set them
 # to 0. A coarse grid keeps builds fast; NMS at 0.95 keeps several overlapping masks.
 MASKY = dict(
