@@ -2,10 +2,11 @@
 
 Same algorithm and settings as ``SamAutomaticMaskGenerator`` (so float32 gives the same masks),
 but: the whole image and all its crops go through the image encoder in ONE batched call
-(optionally in bfloat16), each crop's prompts are decoded in large batches, and quality
-filtering, stability scores, boxes and both NMS passes run on torch tensors on the model's
-device. Masks stay as crop-sized boolean tensors until the end (no RLE round trip); only SAM's
-small-region clean-up (OpenCV connected components) runs on the CPU, on the few survivors.
+(optionally in bfloat16), the prompts of ALL crops are decoded together in large batches, and
+quality filtering, stability scores, boxes and both NMS passes run on torch tensors on the
+model's device. Masks stay as crop-sized boolean tensors until the end (no RLE round trip);
+only SAM's small-region clean-up (OpenCV connected components) runs on the CPU, on the few
+survivors.
 """
 
 from __future__ import annotations
@@ -52,60 +53,65 @@ def _encode_crops(
 
 
 @torch.no_grad()
-def _crop_masks(
+def _decode(
+    sam: torch.nn.Module, embeddings: torch.Tensor, crop_idx: torch.Tensor, coords: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's three multimask outputs for single-point prompts on several crops in one call.
+
+    ``embeddings`` (n_crops, C, h, w); ``crop_idx`` (b,) which crop each prompt is on; ``coords``
+    (b, 2) XY in the model's input frame. Returns low-res logits (b, 3, 4h, 4w), IoUs (b, 3).
+    """
+    labels = torch.ones(len(coords), 1, dtype=torch.int, device=coords.device)
+    sparse, dense = sam.prompt_encoder(points=(coords[:, None], labels), boxes=None, masks=None)
+    dec = sam.mask_decoder
+    # MaskDecoder.predict_masks repeats ONE image embedding for all prompts; here each prompt
+    # takes the embedding of its own crop. The arithmetic is otherwise the same.
+    b = len(coords)
+    out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)  # b x T x C
+    src = embeddings[crop_idx] + dense  # b x C x h x w
+    pos = sam.prompt_encoder.get_dense_pe().expand(b, -1, -1, -1)  # b x C x h x w
+    hs, src = dec.transformer(src, pos, tokens)  # b x T x C, b x hw x C
+    _, c, h, w = dense.shape
+    up = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # b x C/8 x 4h x 4w
+    hyper = torch.stack(
+        [mlp(hs[:, 1 + i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
+    )  # b x M x C/8
+    masks = (hyper @ up.flatten(2)).view(b, -1, *up.shape[-2:])  # b x M x 4h x 4w
+    iou = dec.iou_prediction_head(hs[:, 0])  # b x M
+    return masks[:, 1:], iou[:, 1:]  # the 3 multimask outputs, as the generator asks for
+
+
+def _filter(
     sam: torch.nn.Module,
-    embedding: torch.Tensor,
-    points: np.ndarray,
+    low_res: torch.Tensor,
+    iou: torch.Tensor,
     input_size: tuple[int, int],
     crop_box: list[int],
     orig_size: tuple[int, int],
     cfg: SegmentConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Decode all point prompts of one crop; keep masks that pass the quality filters.
+    """Upscale one crop's logits (b, 3, 4h, 4w) and keep masks that pass the quality filters.
 
-    ``embedding`` is 1 x C x h x w, ``points`` (P, 2) are XY pixels in the crop frame.
-    Returns crop-sized bool masks (n, h_c, w_c), predicted IoUs (n,), crop-frame XYXY boxes (n, 4),
-    after the per-crop NMS, ordered as SAM's generator orders them.
+    Returns crop-sized bool masks (n, h_c, w_c), IoUs (n,) and crop-frame XYXY boxes (n, 4),
+    in prompt-major order as SamAutomaticMaskGenerator has them.
     """
     x0, y0, x1, y1 = crop_box
-    crop_size = (y1 - y0, x1 - x0)
-    transform = ResizeLongestSide(sam.image_encoder.img_size)
-    image_pe = sam.prompt_encoder.get_dense_pe()
-    kept_masks, kept_iou, kept_boxes = [], [], []
-    for start in range(0, len(points), cfg.points_per_batch):
-        chunk = points[start : start + cfg.points_per_batch]
-        coords = torch.as_tensor(transform.apply_coords(chunk, crop_size), device=sam.device)
-        labels = torch.ones(len(chunk), dtype=torch.int, device=sam.device)
-        sparse, dense = sam.prompt_encoder(
-            points=(coords[:, None], labels[:, None]), boxes=None, masks=None
+    logits = sam.postprocess_masks(low_res, input_size, (y1 - y0, x1 - x0)).flatten(0, 1)
+    iou = iou.flatten(0, 1)  # 3b
+    keep = torch.ones_like(iou, dtype=torch.bool)
+    if cfg.pred_iou_thresh > 0.0:
+        keep &= iou > cfg.pred_iou_thresh
+    if cfg.stability_score_thresh > 0.0:
+        stability = calculate_stability_score(
+            logits, sam.mask_threshold, cfg.stability_score_offset
         )
-        low_res, iou = sam.mask_decoder(
-            image_embeddings=embedding,
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )  # (b, 3, 4h, 4w) logits, (b, 3)
-        logits = sam.postprocess_masks(low_res, input_size, crop_size).flatten(0, 1)  # 3b x hc x wc
-        iou = iou.flatten(0, 1)
-        keep = torch.ones_like(iou, dtype=torch.bool)
-        if cfg.pred_iou_thresh > 0.0:
-            keep &= iou > cfg.pred_iou_thresh
-        if cfg.stability_score_thresh > 0.0:
-            stability = calculate_stability_score(
-                logits, sam.mask_threshold, cfg.stability_score_offset
-            )
-            keep &= stability >= cfg.stability_score_thresh
-        masks = logits[keep] > sam.mask_threshold
-        iou = iou[keep]
-        boxes = batched_mask_to_box(masks)  # crop-frame XYXY
-        near_edge = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
-        kept_masks.append(masks[~near_edge])
-        kept_iou.append(iou[~near_edge])
-        kept_boxes.append(boxes[~near_edge])
-    masks, iou, boxes = torch.cat(kept_masks), torch.cat(kept_iou), torch.cat(kept_boxes)
-    keep = batched_nms(boxes.float(), iou, torch.zeros_like(iou), iou_threshold=cfg.box_nms_thresh)
-    return masks[keep], iou[keep], boxes[keep]
+        keep &= stability >= cfg.stability_score_thresh
+    masks = logits[keep] > sam.mask_threshold  # n x hc x wc
+    iou = iou[keep]
+    boxes = batched_mask_to_box(masks)  # crop-frame XYXY
+    near_edge = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
+    return masks[~near_edge], iou[~near_edge], boxes[~near_edge]
 
 
 def _uncrop(mask: torch.Tensor, crop_box: list[int], orig_size: tuple[int, int]) -> np.ndarray:
@@ -146,26 +152,55 @@ def generate_fast(sam: torch.nn.Module, image: np.ndarray, cfg: SegmentConfig) -
     )
     embeddings, input_sizes = _encode_crops(sam, image, crop_boxes, cfg.encoder_dtype)
 
-    masks, boxes, crop_of = [], [], []  # crop-frame masks, image-frame boxes, crop index
-    for c, (box, layer) in enumerate(zip(crop_boxes, layers, strict=True)):
-        crop_hw = np.array([box[3] - box[1], box[2] - box[0]])
-        points = grids[layer] * crop_hw[None, ::-1]  # (P, 2) XY in the crop frame
-        m, _, b = _crop_masks(
-            sam, embeddings[c : c + 1], points, input_sizes[c], box, orig_size, cfg
-        )
-        masks.extend(m)
-        boxes.append(b + torch.as_tensor([box[0], box[1], box[0], box[1]], device=b.device))
-        crop_of.extend([c] * len(m))
+    # Every prompt of every crop, crop-major as the reference visits them.
+    transform = ResizeLongestSide(sam.image_encoder.img_size)
+    coords, crop_of_prompt = [], []
+    for c, ((x0, y0, x1, y1), layer) in enumerate(zip(crop_boxes, layers, strict=True)):
+        points = grids[layer] * np.array([[x1 - x0, y1 - y0]])  # P x 2, XY in the crop frame
+        coords.append(transform.apply_coords(points, (y1 - y0, x1 - x0)))  # model input frame
+        crop_of_prompt.append(np.full(len(points), c))
+    coords_t = torch.as_tensor(np.concatenate(coords), device=sam.device)  # float64 as in SAM
+    crop_t = torch.as_tensor(np.concatenate(crop_of_prompt), device=sam.device)
+
+    found: list[list[tuple[torch.Tensor, ...]]] = [[] for _ in crop_boxes]
+    for start in range(0, len(coords_t), cfg.decoder_batch):  # chunks may span crops
+        chunk = slice(start, start + cfg.decoder_batch)
+        low_res, iou = _decode(sam, embeddings, crop_t[chunk], coords_t[chunk])
+        for c in torch.unique(crop_t[chunk]).tolist():
+            sel = crop_t[chunk] == c
+            found[c].append(
+                _filter(sam, low_res[sel], iou[sel], input_sizes[c], crop_boxes[c], orig_size, cfg)
+            )
+
+    # Per-crop NMS for all crops in one call (crop index as the category), then back to
+    # crop-major order with each crop's masks by descending IoU: the reference's order.
+    masks: list[torch.Tensor] = []
+    ious, crop_boxes_xyxy, crop_of = [], [], []
+    for c, parts in enumerate(found):
+        for m, i, b in parts:
+            masks.extend(m)
+            ious.append(i)
+            crop_boxes_xyxy.append(b)
+            crop_of.extend([c] * len(m))
+    crop_of_t = torch.as_tensor(crop_of, dtype=torch.long, device=sam.device)
+    local_boxes = torch.cat(crop_boxes_xyxy).float()
+    keep = batched_nms(local_boxes, torch.cat(ious), crop_of_t, iou_threshold=cfg.box_nms_thresh)
+    keep = keep[torch.sort(crop_of_t[keep], stable=True).indices]
+    offsets = torch.as_tensor(
+        [[b[0], b[1], b[0], b[1]] for b in crop_boxes], dtype=torch.float, device=sam.device
+    )
+    boxes = local_boxes[keep] + offsets[crop_of_t[keep]]  # image-frame XYXY
+    masks = [masks[i] for i in keep.tolist()]
+    crop_of = crop_of_t[keep].tolist()
 
     order = list(range(len(masks)))
     if len(crop_boxes) > 1 and masks:
         # Duplicates across crops: prefer masks from smaller crops (score 1 / crop area).
-        all_boxes = torch.cat(boxes).float()
-        crops = torch.as_tensor([crop_boxes[c] for c in crop_of], device=all_boxes.device)
+        crops = torch.as_tensor([crop_boxes[c] for c in crop_of], device=boxes.device)
         keep = batched_nms(
-            all_boxes,
+            boxes,
             1 / box_area(crops),
-            torch.zeros(len(crop_of), device=all_boxes.device),
+            torch.zeros(len(crop_of), device=boxes.device),
             iou_threshold=cfg.crop_nms_thresh,
         )
         order = keep.tolist()

@@ -91,7 +91,7 @@ _SEGMENT_OPTIONS = [
     ("--box-nms-thresh", float, "Box IoU for NMS within a crop [0.7]."),
     ("--crop-nms-thresh", float, "Box IoU for NMS across crops [0.7]."),
     ("--min-mask-region-area", int, "Remove mask islands and holes under this many px [100]."),
-    ("--points-per-batch", int, "Prompts per decoder call (memory only) [64]."),
+    ("--points-per-batch", int, "Prompts per decoder call, memory only [fast 256, ref 64]."),
 ]
 
 

@@ -39,7 +39,9 @@ class SegmentConfig:
     box_nms_thresh: float = 0.7
     crop_nms_thresh: float = 0.7
     min_mask_region_area: int = 100
-    points_per_batch: int = 64  # prompts per decoder call (memory vs speed; not in the digest)
+    # Prompts per decoder call (memory vs speed; masks do not change, so not in the digest).
+    # None: 64 (SAM's default) for the reference path, 256 for the fast path (calls span crops).
+    points_per_batch: int | None = None
     backend: str = "fast"
     encoder_dtype: str = "float32"  # fast path only; bfloat16 is about 2x faster on GPUs
 
@@ -52,10 +54,17 @@ class SegmentConfig:
             f"points_per_side must be >= 1, got {self.points_per_side}"
         )
         assert self.crop_n_layers >= 0, f"crop_n_layers must be >= 0, got {self.crop_n_layers}"
-        assert self.points_per_batch >= 1, (
+        assert self.points_per_batch is None or self.points_per_batch >= 1, (
             f"points_per_batch must be >= 1, got {self.points_per_batch}"
         )
         assert self.min_mask_region_area >= 0, "min_mask_region_area must be >= 0"
+
+    @property
+    def decoder_batch(self) -> int:
+        """Prompts per decoder call for this backend."""
+        if self.points_per_batch is not None:
+            return self.points_per_batch
+        return 256 if self.backend == "fast" else 64
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,21 @@ def _both(sam, image, **settings):
 )
 def test_fast_path_gives_the_reference_partition(tiny_sam, shape, settings):
     # Same float32 computations in the same order -> the same masks, bit for bit. Only the
-    # batching differs (one encoder call for all crops, larger decoder batches), which does not
-    # change per-sample results on CPU.
+    # batching differs (one encoder call for all crops, decoder calls spanning crops), which
+    # does not change per-sample results on CPU.
     image = synthetic_image(*shape, seed=sum(shape))
     ref, fast = _both(tiny_sam, image, **settings)
     assert ref.shape == fast.shape and len(ref) >= 1
     assert np.array_equal(ref, fast)
     np.testing.assert_array_equal(partition(ref, shape), partition(fast, shape))
+
+
+def test_fast_path_batches_across_crops_with_the_same_result(tiny_sam):
+    # One decoder call for all 16x16 + 4x8x8 prompts of all 5 crops vs SAM's 64 per call per crop.
+    image = synthetic_image(120, 100, seed=5)
+    ref = generate_masks(tiny_sam, image, SegmentConfig(backend="reference", **MASKY))
+    fast = generate_masks(tiny_sam, image, SegmentConfig(points_per_batch=512, **MASKY))
+    assert len(ref) >= 2 and np.array_equal(ref, fast)
 
 
 def test_several_masks_make_several_segments(tiny_sam):
