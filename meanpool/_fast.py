@@ -97,18 +97,19 @@ def _filter(
     in prompt-major order as SamAutomaticMaskGenerator has them.
     """
     x0, y0, x1, y1 = crop_box
-    logits = sam.postprocess_masks(low_res, input_size, (y1 - y0, x1 - x0)).flatten(0, 1)
     iou = iou.flatten(0, 1)  # 3b
-    keep = torch.ones_like(iou, dtype=torch.bool)
+    low_res = low_res.flatten(0, 1)[:, None]  # 3b x 1 x 4h x 4w
     if cfg.pred_iou_thresh > 0.0:
-        keep &= iou > cfg.pred_iou_thresh
+        # Upscaling is per mask, so filtering by predicted IoU first saves work, not results.
+        keep = iou > cfg.pred_iou_thresh
+        iou, low_res = iou[keep], low_res[keep]
+    logits = sam.postprocess_masks(low_res, input_size, (y1 - y0, x1 - x0))[:, 0]  # n x hc x wc
     if cfg.stability_score_thresh > 0.0:
-        stability = calculate_stability_score(
-            logits, sam.mask_threshold, cfg.stability_score_offset
-        )
-        keep &= stability >= cfg.stability_score_thresh
-    masks = logits[keep] > sam.mask_threshold  # n x hc x wc
-    iou = iou[keep]
+        offset = cfg.stability_score_offset
+        stability = calculate_stability_score(logits, sam.mask_threshold, offset)
+        keep = stability >= cfg.stability_score_thresh
+        iou, logits = iou[keep], logits[keep]
+    masks = logits > sam.mask_threshold  # n x hc x wc
     boxes = batched_mask_to_box(masks)  # crop-frame XYXY
     near_edge = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
     return masks[~near_edge], iou[~near_edge], boxes[~near_edge]

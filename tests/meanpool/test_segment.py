@@ -22,6 +22,7 @@ def _both(sam, image, **settings):
         ((128, 96), {**MASKY, "min_mask_region_area": 0}),  # no clean-up
         ((80, 80), {**MASKY, "crop_n_layers": 0, "points_per_batch": 7}),  # whole image only
         ((112, 144), {**MASKY, "pred_iou_thresh": 0.5}),  # quality filter active
+        ((100, 120), {**MASKY, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.7}),
     ],
 )
 def test_fast_path_gives_the_reference_partition(tiny_sam, shape, settings):
