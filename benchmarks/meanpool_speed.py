@@ -153,6 +153,7 @@ def main(device, model_type, sam_checkpoint, random_weights, folder, n_images, s
     """Images/s and time split for the fast and the reference mask generation paths."""
     from meanpool.config import SegmentConfig
     from meanpool.model import TINY_TEST, build_tiny_sam, load_sam
+    from subind.provenance import provenance
 
     torch.set_num_threads(threads)
     if not random_weights and sam_checkpoint is None:
@@ -199,6 +200,7 @@ def main(device, model_type, sam_checkpoint, random_weights, folder, n_images, s
         "reference": ref,
         "speedup_fast_over_reference": ref["ms_per_image"] / fast["ms_per_image"],
         "same_masks": same,
+        "provenance": provenance(),
     }
     cols = ("images_per_s", "ms_per_image", "encoder_ms", "decoder_ms", "postprocess_ms")
     click.echo("path       " + " ".join(f"{c:>14}" for c in (*cols, "masks_per_image")))

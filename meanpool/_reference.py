@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from .config import SegmentConfig
 
 
-def _generator_class():
+@functools.lru_cache(maxsize=1)
+def _generator_class() -> type:
     from segment_anything import SamAutomaticMaskGenerator
 
     class _ZeroSafeGenerator(SamAutomaticMaskGenerator):

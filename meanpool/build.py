@@ -13,7 +13,6 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,12 +203,13 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     from .model import load_sam
 
     rank, world, local_rank = _dist_info()
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
-        torch.distributed.init_process_group(backend, timeout=_dt.timedelta(hours=12))
     device = cfg.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
+        torch.cuda.set_device(torch.device(device))  # before NCCL starts, so it uses this GPU
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        # Ranks finish their slices at different times; the final barrier must wait for all.
+        torch.distributed.init_process_group(backend, timeout=_dt.timedelta(hours=12))
     out = Path(cfg.out)
 
     sam = load_sam(cfg.model_type, cfg.checkpoint, device)  # fails before anything is written
@@ -222,13 +222,17 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         remove_partial(out)
         _end_torn_line(out / FAILURES_FILE)
-        write_json_atomic(out / SETTINGS_FILE, {"identity": identity, "digest": digest(identity)})
+        if not (out / SETTINGS_FILE).exists():
+            record = {"identity": identity, "digest": digest(identity), "provenance": provenance()}
+            write_json_atomic(out / SETTINGS_FILE, record)
     _barrier(world)
 
     chosen = selected[: cfg.limit] if cfg.limit is not None else selected
     items = sorted(chosen, key=lambda it: it.rel)
     keys = [it.key for it in items]
-    assert len(set(keys)) == len(keys), "two input files map to the same sample key"
+    if len(set(keys)) != len(keys):
+        clash = sorted({k for k in keys if keys.count(k) > 1})[:3]
+        raise BuildError(f"input files map to the same sample key {clash}; rename one of each pair")
     done = {k for p in complete_shards(out) for k in shard_keys(p)}
     done |= {r["key"] for r in read_jsonl(out / FAILURES_FILE)}
     mine = _slice([it for it in items if it.key not in done], rank, world)
@@ -265,14 +269,15 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     _barrier(world)
     result: dict[str, Any] = stats
     if rank == 0:
-        result = write_manifest(out, replace(cfg), identity, world)
+        result = write_manifest(out, cfg, identity, world)
     _barrier(world)
     if world > 1:
         torch.distributed.destroy_process_group()
     return result
 
 
-def _progress(total: int, enabled: bool, world: int):
+def _progress(total: int, enabled: bool, world: int) -> Any:
+    """A tqdm bar (img/s and time left), shown by rank 0 only."""
     from tqdm import tqdm
 
     desc = "meanpool" if world == 1 else f"meanpool rank 0/{world}"

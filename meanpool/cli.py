@@ -306,7 +306,18 @@ def preview(
     masks = generate_masks(sam, rgb, seg)
     pooled, labels = pool(rgb, masks, pool_cfg)
     panel = preview_panel(rgb, pooled, labels)
-    write_with_atomic(out, lambda tmp: Image.fromarray(np.asarray(panel)).save(tmp, format="PNG"))
+    from PIL.PngImagePlugin import PngInfo
+
+    from subind.provenance import provenance
+
+    from .config import to_dict
+
+    record = {"image": image, "model_type": model_type, "checkpoint": sam_checkpoint}
+    record |= {"segment": to_dict(seg), "pool": to_dict(pool_cfg), "provenance": provenance()}
+    info = PngInfo()
+    info.add_text("meanpool", json.dumps(record, sort_keys=True))  # settings travel with the PNG
+    png = Image.fromarray(np.asarray(panel))
+    write_with_atomic(out, lambda tmp: png.save(tmp, format="PNG", pnginfo=info))
     click.echo(f"wrote {out}: {int(labels.max()) + 1} segments from {len(masks)} masks")
 
 

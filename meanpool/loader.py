@@ -12,7 +12,10 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import webdataset
 
 _HF_RE = re.compile(
     r"^hf://(?:datasets/)?(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?/?(?P<file>.*)$"
@@ -98,13 +101,14 @@ def dataset(
     shuffle: int = 0,
     seed: int = 0,
     cache_dir: str | None = None,
-):
+) -> webdataset.DataPipeline:
     """A ``webdataset.DataPipeline`` over ``source`` (see ``shard_urls``).
 
     Shards are split by DDP rank then by DataLoader worker (so each sample is seen once per epoch
     across all of them when shards >= ranks x workers). ``shuffle`` > 0 shuffles shard order
     (deterministically per epoch from ``seed``) and samples within a buffer of that size.
     Yields decoded dicts, or (image, cls) pairs with ``pairs=True`` (``transform`` applied).
+    For DDP with equal steps per rank, add ``.with_epoch(n)`` (webdataset) to the result.
     """
     from functools import partial
 

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 from click.testing import CliRunner
 from PIL import Image
@@ -30,4 +32,7 @@ def test_preview_command_writes_a_png(tmp_path, tiny_ckpt):
             "--points-per-side", "4"]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert Image.open(out).size == (3 * 64 + 8, 48) and "segments" in result.output
+    png = Image.open(out)
+    assert png.size == (3 * 64 + 8, 48) and "segments" in result.output
+    record = json.loads(png.text["meanpool"])
+    assert record["segment"]["points_per_side"] == 4 and "git_commit" in record["provenance"]
