@@ -113,6 +113,14 @@ def _barrier(world: int) -> None:
         torch.distributed.barrier()
 
 
+def resolve_device(device: str | None, local_rank: int, cuda_available: bool) -> str:
+    """None -> ``cuda:<local rank>`` (or cpu without CUDA); a bare ``cuda`` also gets the local
+    rank, so that ranks under torchrun never share GPU 0; anything else is used as given."""
+    if device is None:
+        return f"cuda:{local_rank}" if cuda_available else "cpu"
+    return f"cuda:{local_rank}" if device == "cuda" else device
+
+
 def _slice(items: list[Item], rank: int, world: int) -> list[Item]:
     """Contiguous, near-equal slices of ``items`` for each rank."""
     bounds = np.linspace(0, len(items), world + 1).round().astype(int)
@@ -203,7 +211,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     from .model import load_sam
 
     rank, world, local_rank = _dist_info()
-    device = cfg.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device, local_rank, torch.cuda.is_available())
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))  # before NCCL starts, so it uses this GPU
     if world > 1 and not torch.distributed.is_initialized():

@@ -86,6 +86,19 @@ def test_stages_on_plain_lists(tmp_path, tiny_sam):
     assert out[1] is pooled[1]
 
 
+def test_each_rank_gets_its_own_gpu_and_a_contiguous_slice():
+    from meanpool.build import _slice, resolve_device
+
+    assert resolve_device(None, 3, True) == "cuda:3" and resolve_device(None, 3, False) == "cpu"
+    assert (
+        resolve_device("cuda", 2, True) == "cuda:2"
+        and resolve_device("cuda:0", 2, True) == "cuda:0"
+    )
+    items = list(range(10))
+    parts = [_slice(items, r, 3) for r in range(3)]
+    assert sum(parts, []) == items and [len(p) for p in parts] == [3, 4, 3]
+
+
 # ------------------------------------------------------------------ in-process builds
 def test_build_writes_shards_and_manifest_and_resumes(tmp_path, tiny_ckpt):
     root = make_imagenet(tmp_path / "in", per_class=3, val_per_class=0)
@@ -157,32 +170,40 @@ def _cli_args(root, out, ckpt, *extra):
             *FAST_CLI, "--subset", "train", *extra]  # fmt: skip
 
 
-def test_sigkilled_build_resumes_with_every_image_exactly_once(tmp_path, tiny_ckpt):
-    root = make_imagenet(tmp_path / "in", per_class=1, val_per_class=0)
-    out = tmp_path / "out"
-    (root / "train" / "n02690373" / "bad.JPEG").write_bytes(
-        b""
-    )  # a failure must not be redone either
-    args = _cli_args(root, out, tiny_ckpt, "--shard-size", "2")
-    proc = subprocess.Popen([sys.executable, "-m", "meanpool", *args], env=_env(), cwd=tmp_path)
+def _run_until_killed(args, out, shards_before_kill: int) -> None:
+    """Start a build in a subprocess and SIGKILL it once ``out`` holds that many finished shards."""
+    proc = subprocess.Popen([sys.executable, "-m", "meanpool", *args], env=_env(), cwd=out.parent)
     deadline = time.time() + 120
-    while time.time() < deadline and len(complete_shards(out)) < 2 and proc.poll() is None:
-        time.sleep(0.02)
+    while time.time() < deadline and proc.poll() is None:
+        if len(complete_shards(out)) >= shards_before_kill:
+            break
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the build finished before it could be killed"
-    assert not (out / "manifest.json").exists()
-    done_before = len(read_samples(out))
-    assert 0 < done_before < 16
 
-    result = CliRunner().invoke(main, args)
+
+def test_sigkilled_build_resumes_with_every_image_exactly_once(tmp_path, tiny_ckpt):
+    root = make_imagenet(tmp_path / "in", per_class=2, val_per_class=0)  # 32 images
+    (root / "train" / "n02690373" / "bad.JPEG").write_bytes(b"")  # a skip is not redone either
+    out = tmp_path / "out"
+    args = _cli_args(root, out, tiny_ckpt, "--shard-size", "2")
+    _run_until_killed(args, out, 1)  # killed at some moment after the first shard
+    first = len(read_samples(out))
+    assert 0 < first < 32 and not (out / "manifest.json").exists()
+    _run_until_killed(args, out, len(complete_shards(out)) + 2)  # resumed, and killed again
+    assert first < len(read_samples(out)) < 32
+
+    result = CliRunner().invoke(main, args)  # resumed to the end
     assert result.exit_code == 0, result.output
     samples = read_samples(out)  # asserts no key is in two shards
     failures = [r["key"] for r in read_jsonl(out / "failures.jsonl")]
     keys = {it.key for it in scan(root)["train"]}
-    assert sorted([*samples, *failures]) == sorted(keys)
+    assert sorted([*samples, *failures]) == sorted(keys) and failures == [
+        "train_n02690373_bad_JPEG"
+    ]
     assert not list(out.glob("*.tmp"))
-    assert json.loads((out / "manifest.json").read_text())["num_samples"] == 16
+    assert json.loads((out / "manifest.json").read_text())["num_samples"] == 32
 
 
 def test_two_gloo_ranks_give_the_same_samples_as_one_process(tmp_path, tiny_ckpt):
