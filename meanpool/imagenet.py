@@ -64,6 +64,11 @@ def _read_val_labels(path: Path) -> dict[str, str]:
         if first.startswith("ImageId"):
             for row in csv.DictReader(f):
                 labels[row["ImageId"]] = row["PredictionString"].split()[0]
+        elif first.strip().isdigit():
+            raise ImageNetError(
+                f"{path} holds devkit class IDs, which need the devkit's meta.mat to map to WNIDs; "
+                f"use LOC_val_solution.csv, '<file> <wnid>' lines, or sort val/ into val/<wnid>/"
+            )
         else:
             for line in f:
                 parts = line.replace(",", " ").split()

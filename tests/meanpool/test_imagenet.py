@@ -27,6 +27,10 @@ def test_flat_val_without_labels_is_a_clear_error(tmp_path):
     (root / "LOC_val_solution.csv").unlink()
     with pytest.raises(ImageNetError, match="--val-labels"):
         scan(root)
+    devkit = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
+    devkit.write_text("490\n361\n")
+    with pytest.raises(ImageNetError, match="devkit class IDs"):
+        scan(root, devkit)
     labels = tmp_path / "labels.txt"
     lines = [f"{p.name} n02690373" for p in sorted((root / "val").iterdir())]
     labels.write_text("\n".join(lines))
