@@ -12,6 +12,7 @@ import io
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -239,7 +240,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     items = sorted(chosen, key=lambda it: it.rel)
     keys = [it.key for it in items]
     if len(set(keys)) != len(keys):
-        clash = sorted({k for k in keys if keys.count(k) > 1})[:3]
+        clash = sorted(k for k, n in Counter(keys).items() if n > 1)[:3]
         raise BuildError(f"input files map to the same sample key {clash}; rename one of each pair")
     done = {k for p in complete_shards(out) for k in shard_keys(p)}
     done |= {r["key"] for r in read_jsonl(out / FAILURES_FILE)}

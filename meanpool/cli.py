@@ -31,6 +31,14 @@ def _given(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
 
 
+def _make(cls: type, **kw: Any) -> Any:
+    """Build a config dataclass from the options a user set; a refused value is a usage error."""
+    try:
+        return cls(**_given(**kw))
+    except AssertionError as exn:
+        raise click.UsageError(str(exn)) from None
+
+
 def _one_line_errors(f: Callable) -> Callable:
     """Turn this package's expected errors into click's one-line, non-zero exit."""
 
@@ -122,8 +130,8 @@ def _pop_segment(kw: dict[str, Any]) -> tuple[SegmentConfig, PoolConfig]:
         "backend",
         "encoder_dtype",
     ]
-    seg = SegmentConfig(**_given(**{n: kw.pop(n) for n in names}))
-    return seg, PoolConfig(**_given(merge=kw.pop("merge")))
+    seg = _make(SegmentConfig, **{n: kw.pop(n) for n in names})
+    return seg, _make(PoolConfig, merge=kw.pop("merge"))
 
 
 @click.group()
@@ -177,7 +185,7 @@ def index(imagenet_dir: str, out: str, val_labels: str | None, **kw: Any) -> Non
 
     from .imagenet import build_index, index_record
 
-    cfg = IndexConfig(**_given(**kw))
+    cfg = _make(IndexConfig, **kw)
     idx = build_index(imagenet_dir, cfg, val_labels)
     write_json_atomic(out, {**index_record(idx, cfg, imagenet_dir), "provenance": provenance()})
     click.echo(f"wrote {out}: " + ", ".join(f"{k} {len(v)}" for k, v in idx.items()))
@@ -233,24 +241,21 @@ def build(
     from .config import BuildConfig
 
     seg, pool_cfg = _pop_segment(kw)
-    index_cfg = IndexConfig(
-        **_given(**{k: kw.pop(k) for k in ("discovery_per_class", "evaluation_per_class", "seed")})
+    index_keys = ("discovery_per_class", "evaluation_per_class", "seed")
+    index_cfg = _make(IndexConfig, **{k: kw.pop(k) for k in index_keys})
+    image_cfg = _make(ImageConfig, min_side=kw.pop("min_side"), max_side=kw.pop("max_side"))
+    cfg = _make(
+        BuildConfig,
+        imagenet_dir=imagenet_dir,
+        out=out,
+        model_type=model_type,
+        checkpoint=sam_checkpoint,
+        segment=seg,
+        pool=pool_cfg,
+        index=index_cfg,
+        image=image_cfg,
+        **kw,
     )
-    image_cfg = ImageConfig(**_given(min_side=kw.pop("min_side"), max_side=kw.pop("max_side")))
-    try:
-        cfg = BuildConfig(
-            imagenet_dir=imagenet_dir,
-            out=out,
-            model_type=model_type,
-            checkpoint=sam_checkpoint,
-            segment=seg,
-            pool=pool_cfg,
-            index=index_cfg,
-            image=image_cfg,
-            **_given(**kw),
-        )
-    except AssertionError as exn:
-        raise click.UsageError(str(exn)) from None
     result = run_build(cfg, progress=not no_progress)
     if "shards" in result:
         click.echo(
@@ -302,7 +307,7 @@ def preview(
     seg, pool_cfg = _pop_segment(kw)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sam = load_sam(model_type, sam_checkpoint, device)
-    rgb = load_rgb(image, ImageConfig(**_given(max_side=max_side)))
+    rgb = load_rgb(image, _make(ImageConfig, max_side=max_side))
     masks = generate_masks(sam, rgb, seg)
     pooled, labels = pool(rgb, masks, pool_cfg)
     panel = preview_panel(rgb, pooled, labels)

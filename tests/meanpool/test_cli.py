@@ -56,6 +56,10 @@ def test_bad_imagenet_dir_and_values(tmp_path, tiny_ckpt):
     assert result.exit_code == 1 and "no train/ folder" in result.output
     result = _run(*base, "--imagenet-dir", tmp_path, "--jpeg-quality", 0)
     assert result.exit_code == 2 and "jpeg_quality must be in 1..100" in result.output
+    result = _run(*base, "--imagenet-dir", tmp_path, "--points-per-side", 0)
+    assert result.exit_code == 2 and "points_per_side must be >= 1" in result.output
+    result = _run(*base, "--imagenet-dir", tmp_path, "--min-side", 5000)
+    assert result.exit_code == 2 and "min_side <= max_side" in result.output
 
 
 def test_unset_options_keep_the_config_defaults(tmp_path, tiny_ckpt, monkeypatch):
