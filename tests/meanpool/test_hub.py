@@ -79,3 +79,15 @@ def test_pull_of_a_corrupt_snapshot_fails(built, tmp_path, offline):
     next(snap.glob("*.tar")).write_bytes(b"broken")
     with pytest.raises(hub.HubError, match="sha256"):
         hub.pull("org/name", tmp_path / "pulled", cache_dir=str(cache))
+
+
+def test_push_command_uses_huggingface_hub(built, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    folder = tmp_path / "ds"
+    shutil.copytree(built, folder)
+    api = FakeApi()
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: api)
+    result = CliRunner().invoke(main, ["push", str(folder), "--repo-id", "org/name", "--private"])
+    assert result.exit_code == 0, result.output
+    assert api.calls[0][2]["private"] is True and "commit/123" in result.output

@@ -62,3 +62,15 @@ def test_hf_urls_read_through_the_offline_cache(built, tmp_path, offline):
 def test_folder_without_manifest_is_refused(tmp_path):
     with pytest.raises(AssertionError, match="no manifest.json"):
         loader.shard_urls(tmp_path)
+
+
+def test_dataloader_workers_each_read_their_own_shards(built):
+    import pickle
+
+    import torch
+
+    ds = loader.dataset(built, pairs=True, transform=np.asarray)
+    pickle.dumps(ds)  # stages must pickle for spawn-started workers
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    labels = sorted(int(c) for _, c in dl)
+    assert labels == list(range(16))
