@@ -161,7 +161,7 @@ def _check_settings(out: Path, identity: dict[str, Any]) -> None:
 
 
 def write_manifest(
-    out: Path, cfg: BuildConfig, identity: dict[str, Any], world: int
+    out: Path, cfg: BuildConfig, identity: dict[str, Any], world: int, items: list[Item]
 ) -> dict[str, Any]:
     """List every finished shard (samples, sha256, bytes) with the full settings and versions."""
     shards = []
@@ -179,6 +179,8 @@ def write_manifest(
         "subset": cfg.subset,
         "num_samples": sum(s["num_samples"] for s in shards),
         "num_failures": len({r["key"] for r in read_jsonl(out / FAILURES_FILE)}),
+        # Which inputs this run covered (the subset, after --limit): count and digest of paths.
+        "inputs": {"count": len(items), "paths_sha256": digest([it.rel for it in items])},
         "shards": shards,
         "label_order": sixteen_classes()[0],
         "fields": {
@@ -278,7 +280,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     _barrier(world)
     result: dict[str, Any] = stats
     if rank == 0:
-        result = write_manifest(out, cfg, identity, world)
+        result = write_manifest(out, cfg, identity, world, items)
     _barrier(world)
     if world > 1:
         torch.distributed.destroy_process_group()

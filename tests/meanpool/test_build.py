@@ -110,6 +110,7 @@ def test_build_writes_shards_and_manifest_and_resumes(tmp_path, tiny_ckpt):
     assert [s["num_samples"] for s in manifest["shards"]] == [5, 5, 5, 1]
     assert all(sha256_file(out / s["name"]) == s["sha256"] for s in manifest["shards"])
     assert {"provenance", "settings", "settings_digest", "build_config"} <= set(manifest)
+    assert manifest["inputs"]["count"] == 16 and len(manifest["inputs"]["paths_sha256"]) == 64
     assert (
         manifest["provenance"]["versions"]["segment-anything"]
         and manifest["build_config"]["segment"]["points_per_side"] == 8
