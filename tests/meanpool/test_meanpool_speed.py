@@ -35,3 +35,15 @@ def test_benchmark_times_both_paths_on_the_same_images(tmp_path):
 def test_benchmark_needs_weights_or_random(tmp_path):
     result = CliRunner().invoke(_load().main, ["--device", "cpu", "--model-type", "tiny_test"])
     assert result.exit_code == 2 and "--random-weights" in result.output
+
+
+def test_benchmark_reads_a_folder_and_skips_non_images(tmp_path):
+    from PIL import Image
+
+    from .conftest import synthetic_image
+
+    for i in range(2):
+        Image.fromarray(synthetic_image(48, 64, seed=i)).save(tmp_path / f"{i}.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    images = _load()._images(str(tmp_path), 5, (0, 0), seed=0)
+    assert [im.shape for im in images] == [(48, 64, 3), (48, 64, 3)]
