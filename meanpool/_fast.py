@@ -115,11 +115,19 @@ def _filter(
     return masks[~near_edge], iou[~near_edge], boxes[~near_edge]
 
 
-def _uncrop(mask: torch.Tensor, crop_box: list[int], orig_size: tuple[int, int]) -> np.ndarray:
-    """A crop-sized bool mask placed into an all-False (H, W) numpy mask."""
-    x0, y0, x1, y1 = crop_box
-    full = np.zeros(orig_size, dtype=bool)
-    full[y0:y1, x0:x1] = mask.cpu().numpy()
+def _uncrop(
+    masks: list[torch.Tensor],
+    crops: list[int],
+    crop_boxes: list[list[int]],
+    orig_size: tuple[int, int],
+) -> np.ndarray:
+    """Crop-sized bool masks (``crops[i]`` is mask i's crop) placed into all-False (N, H, W)
+    numpy masks, with one device-to-host copy per crop rather than per mask."""
+    full = np.zeros((len(masks), *orig_size), dtype=bool)
+    for c in sorted(set(crops)):
+        idx = [i for i, ci in enumerate(crops) if ci == c]
+        x0, y0, x1, y1 = crop_boxes[c]
+        full[idx, y0:y1, x0:x1] = torch.stack([masks[i] for i in idx]).cpu().numpy()
     return full
 
 
@@ -205,7 +213,9 @@ def generate_fast(sam: torch.nn.Module, image: np.ndarray, cfg: SegmentConfig) -
             iou_threshold=cfg.crop_nms_thresh,
         )
         order = keep.tolist()
-    full = [_uncrop(masks[i], crop_boxes[crop_of[i]], orig_size) for i in order]
+    full = list(
+        _uncrop([masks[i] for i in order], [crop_of[i] for i in order], crop_boxes, orig_size)
+    )
     if cfg.min_mask_region_area > 0:
         full = _remove_small_regions(full, cfg)
     if not full:
