@@ -33,6 +33,7 @@ SETTINGS_FILE = "build.json"
 MANIFEST_FILE = "manifest.json"
 FAILURES_FILE = "failures.jsonl"
 FORMAT = "meanpool-webdataset/1"
+MAX_FAILURES_IN_A_ROW = 5
 
 
 class BuildError(ValueError):
@@ -55,17 +56,25 @@ def pool_images(
     seg: SegmentConfig,
     pool_cfg: PoolConfig,
 ) -> Iterator[dict[str, Any]]:
-    """Adds "pooled" (HWC uint8) and "n_segments"; a failure inside SAM becomes a skip."""
+    """Adds "pooled" (HWC uint8) and "n_segments". A failure inside SAM on one image (e.g. out of
+    memory on a huge one) becomes a skip; ``MAX_FAILURES_IN_A_ROW`` in a row stop the build, as
+    they point at a broken setup rather than at odd images."""
     from .pool import pool
     from .segment import generate_masks
 
+    in_a_row = 0
     for s in samples:
         if "skip" not in s:
             try:
                 pooled, labels = pool(s["image"], generate_masks(sam, s["image"], seg), pool_cfg)
                 s = {**s, "pooled": pooled, "n_segments": int(labels.max()) + 1}
-            except Exception as exn:  # e.g. out of memory on one huge image: record and go on
-                s = {**s, "skip": f"segmentation failed ({type(exn).__name__}: {str(exn)[:200]})"}
+                in_a_row = 0
+            except Exception as exn:
+                reason = f"segmentation failed ({type(exn).__name__}: {str(exn)[:200]})"
+                in_a_row += 1
+                if in_a_row >= MAX_FAILURES_IN_A_ROW:
+                    raise BuildError(f"{in_a_row} images in a row: {reason}") from exn
+                s = {**s, "skip": reason}
         yield s
 
 

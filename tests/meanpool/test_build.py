@@ -99,6 +99,15 @@ def test_each_rank_gets_its_own_gpu_and_a_contiguous_slice():
     assert sum(parts, []) == items and [len(p) for p in parts] == [3, 4, 3]
 
 
+def test_sam_failures_are_skips_until_too_many_in_a_row():
+    image = synthetic_image(40, 40)
+    ok = [{"item": i, "image": image} for i in range(4)]
+    out = list(pool_images(ok, None, SEG, PoolConfig()))  # no model: every call fails
+    assert all(s["skip"].startswith("segmentation failed (AttributeError") for s in out)
+    with pytest.raises(BuildError, match="5 images in a row"):
+        list(pool_images(ok + ok, None, SEG, PoolConfig()))
+
+
 # ------------------------------------------------------------------ in-process builds
 def test_build_writes_shards_and_manifest_and_resumes(tmp_path, tiny_ckpt):
     root = make_imagenet(tmp_path / "in", per_class=3, val_per_class=0)
