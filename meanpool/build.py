@@ -42,12 +42,12 @@ class BuildError(ValueError):
 
 # ---------------------------------------------------------------- pipeline stages (generators)
 def read_images(items: Iterable[Item], root: str, cfg: ImageConfig) -> Iterator[dict[str, Any]]:
-    """Item -> {"item", "image": HWC uint8 RGB} or {"item", "skip": reason}."""
+    """Item -> {"item", "image": HWC uint8 RGB} or {"item", "skip": reason, "stage": "read"}."""
     for item in items:
         try:
             yield {"item": item, "image": load_rgb(Path(root) / item.rel, cfg)}
         except ImageSkip as exn:
-            yield {"item": item, "skip": str(exn)}
+            yield {"item": item, "skip": str(exn), "stage": "read"}
 
 
 def pool_images(
@@ -57,8 +57,9 @@ def pool_images(
     pool_cfg: PoolConfig,
 ) -> Iterator[dict[str, Any]]:
     """Adds "pooled" (HWC uint8) and "n_segments". A failure inside SAM on one image (e.g. out of
-    memory on a huge one) becomes a skip; ``MAX_FAILURES_IN_A_ROW`` in a row stop the build, as
-    they point at a broken setup rather than at odd images."""
+    memory on a huge one) becomes a skip (stage "segment", retried when the build resumes);
+    ``MAX_FAILURES_IN_A_ROW`` in a row stop the build, as they point at a broken setup rather
+    than at odd images."""
     from .pool import pool
     from .segment import generate_masks
 
@@ -74,7 +75,7 @@ def pool_images(
                 in_a_row += 1
                 if in_a_row >= MAX_FAILURES_IN_A_ROW:
                     raise BuildError(f"{in_a_row} images in a row: {reason}") from exn
-                s = {**s, "skip": reason}
+                s = {**s, "skip": reason, "stage": "segment"}
         yield s
 
 
@@ -173,21 +174,25 @@ def write_manifest(
     out: Path, cfg: BuildConfig, identity: dict[str, Any], world: int, items: list[Item]
 ) -> dict[str, Any]:
     """List every finished shard (samples, sha256, bytes) with the full settings and versions."""
-    shards = []
+    shards, written = [], set()
     for p in complete_shards(out):
+        keys = shard_keys(p)
+        written.update(keys)
         shards.append(
             {
                 "name": p.name,
-                "num_samples": len(shard_keys(p)),
+                "num_samples": len(keys),
                 "sha256": sha256_file(p),
                 "bytes": p.stat().st_size,
             }
         )
+    # A SAM failure that a resumed build got past is no longer a failure.
+    failed = {r["key"] for r in read_jsonl(out / FAILURES_FILE)} - written
     manifest = {
         "format": FORMAT,
         "subset": cfg.subset,
         "num_samples": sum(s["num_samples"] for s in shards),
-        "num_failures": len({r["key"] for r in read_jsonl(out / FAILURES_FILE)}),
+        "num_failures": len(failed),
         # Which inputs this run covered (the subset, after --limit): count and digest of paths.
         "inputs": {"count": len(items), "paths_sha256": digest([it.rel for it in items])},
         "shards": shards,
@@ -254,7 +259,8 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         clash = sorted(k for k, n in Counter(keys).items() if n > 1)[:3]
         raise BuildError(f"input files map to the same sample key {clash}; rename one of each pair")
     done = {k for p in complete_shards(out) for k in shard_keys(p)}
-    done |= {r["key"] for r in read_jsonl(out / FAILURES_FILE)}
+    # Unreadable inputs stay skipped; SAM failures (often out of memory) are retried.
+    done |= {r["key"] for r in read_jsonl(out / FAILURES_FILE) if r.get("stage") != "segment"}
     mine = _slice([it for it in items if it.key not in done], rank, world)
     _barrier(world)  # all ranks computed `done` before any rank writes
 
@@ -275,6 +281,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
                     "key": item.key,
                     "path": item.rel,
                     "reason": sample["skip"],
+                    "stage": sample["stage"],
                     "rank": rank,
                     "time": time.time(),
                 },

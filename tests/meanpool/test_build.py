@@ -264,3 +264,33 @@ def test_a_torn_failure_record_is_ended_and_its_image_redone(tmp_path, tiny_ckpt
     log.write_bytes(log.read_bytes()[:-10])  # as if killed in the middle of the append
     assert build(cfg, progress=False)["num_failures"] == 1
     assert [r["path"] for r in read_jsonl(log)] == ["train/n02690373/bad.JPEG"]
+
+
+def test_sam_failures_are_recorded_then_retried_on_resume(tmp_path, tiny_ckpt, monkeypatch):
+    import meanpool.segment
+
+    root = make_imagenet(tmp_path / "in", per_class=1, val_per_class=0)  # 16 images, 48 px high
+    d = root / "train" / "n02690373"
+    (d / "empty.JPEG").write_bytes(b"")  # a read failure: stays skipped
+    Image.fromarray(synthetic_image(56, 64, seed=1)).save(d / "x.JPEG")  # the only 56 px image
+    out = tmp_path / "out"
+    cfg = _cfg(root, out, tiny_ckpt, subset="train")
+    real = meanpool.segment.generate_masks
+
+    def flaky(sam, image, seg):
+        if image.shape[0] == 56:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(sam, image, seg)
+
+    monkeypatch.setattr(meanpool.segment, "generate_masks", flaky)
+    first = build(cfg, progress=False)
+    log = {r["path"]: r for r in read_jsonl(out / "failures.jsonl")}
+    assert log["train/n02690373/x.JPEG"]["stage"] == "segment"
+    assert "out of memory" in log["train/n02690373/x.JPEG"]["reason"]
+    assert log["train/n02690373/empty.JPEG"]["stage"] == "read"
+    assert (first["num_samples"], first["num_failures"]) == (16, 2)
+
+    monkeypatch.setattr(meanpool.segment, "generate_masks", real)
+    second = build(cfg, progress=False)
+    assert (second["num_samples"], second["num_failures"]) == (17, 1)
+    assert "train_n02690373_x_JPEG" in read_samples(out)
