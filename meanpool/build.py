@@ -171,7 +171,11 @@ def _check_settings(out: Path, identity: dict[str, Any]) -> None:
 
 
 def write_manifest(
-    out: Path, cfg: BuildConfig, identity: dict[str, Any], world: int, items: list[Item]
+    out: Path,
+    cfg: BuildConfig,
+    identity: dict[str, Any],
+    items: list[Item],
+    runtime: dict[str, Any],
 ) -> dict[str, Any]:
     """List every finished shard (samples, sha256, bytes) with the full settings and versions."""
     shards, written = [], set()
@@ -205,7 +209,7 @@ def write_manifest(
         "settings": identity,
         "settings_digest": digest(identity),
         "build_config": to_dict(cfg),
-        "world_size": world,
+        "runtime": runtime,  # resolved device, world size, paths
         "provenance": provenance(),
     }
     write_json_atomic(out / MANIFEST_FILE, manifest)
@@ -296,7 +300,13 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     _barrier(world)
     result: dict[str, Any] = stats
     if rank == 0:
-        result = write_manifest(out, cfg, identity, world, items)
+        runtime = {
+            "device": device,
+            "world_size": world,
+            "imagenet_dir": str(Path(cfg.imagenet_dir).resolve()),
+            "checkpoint": str(Path(cfg.checkpoint).resolve()),
+        }
+        result = write_manifest(out, cfg, identity, items, runtime)
     _barrier(world)
     if world > 1:
         torch.distributed.destroy_process_group()

@@ -230,7 +230,8 @@ def test_two_gloo_ranks_give_the_same_samples_as_one_process(tmp_path, tiny_ckpt
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_samples(one) == read_samples(two)
     manifest = json.loads((two / "manifest.json").read_text())
-    assert manifest["world_size"] == 2 and manifest["num_samples"] == 16
+    assert manifest["runtime"]["world_size"] == 2 and manifest["num_samples"] == 16
+    assert manifest["runtime"]["device"] == "cpu"
     assert {s["name"].split("-")[1] for s in manifest["shards"]} == {"r000", "r001"}
 
 
