@@ -1,0 +1,223 @@
+"""Fast path: SAM automatic mask generation re-organised for throughput.
+
+Same algorithm and settings as ``SamAutomaticMaskGenerator`` (so float32 gives the same masks),
+but: the whole image and all its crops go through the image encoder in ONE batched call
+(optionally in bfloat16), the prompts of ALL crops are decoded together in large batches, and
+quality filtering, stability scores, boxes and both NMS passes run on torch tensors on the
+model's device. Masks stay as crop-sized boolean tensors until the end (no RLE round trip);
+only SAM's small-region clean-up (OpenCV connected components) runs on the CPU, on the few
+survivors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from segment_anything.utils.amg import (
+    batched_mask_to_box,
+    build_all_layer_point_grids,
+    calculate_stability_score,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    remove_small_regions,
+)
+from segment_anything.utils.transforms import ResizeLongestSide
+from torchvision.ops.boxes import batched_nms, box_area
+
+from .config import SegmentConfig
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@torch.no_grad()
+def _encode_crops(
+    sam: torch.nn.Module, image: np.ndarray, crop_boxes: list[list[int]], dtype: str
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Embed every crop (XYXY boxes) of ``image`` (HWC uint8) in one encoder call.
+
+    Returns embeddings (n_crops, C, h, w) in float32 and each crop's resized input size (H, W).
+    """
+    transform = ResizeLongestSide(sam.image_encoder.img_size)
+    batch, input_sizes = [], []
+    for x0, y0, x1, y1 in crop_boxes:
+        # SamPredictor.set_image's own PIL resize, so inputs match the reference bit for bit.
+        resized = transform.apply_image(image[y0:y1, x0:x1])  # h' x w' x 3 uint8
+        input_sizes.append(resized.shape[:2])
+        pixels = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()
+        batch.append(sam.preprocess(pixels[None])[0])  # 3 x S x S, normalised and padded
+    x = torch.stack(batch)  # n_crops x 3 x S x S
+    if dtype == "float32":
+        return sam.image_encoder(x), input_sizes
+    with torch.autocast(device_type=x.device.type, dtype=_DTYPES[dtype]):
+        return sam.image_encoder(x).float(), input_sizes
+
+
+@torch.no_grad()
+def _decode(
+    sam: torch.nn.Module, embeddings: torch.Tensor, crop_idx: torch.Tensor, coords: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's three multimask outputs for single-point prompts on several crops in one call.
+
+    ``embeddings`` (n_crops, C, h, w); ``crop_idx`` (b,) which crop each prompt is on; ``coords``
+    (b, 2) XY in the model's input frame. Returns low-res logits (b, 3, 4h, 4w), IoUs (b, 3).
+    """
+    labels = torch.ones(len(coords), 1, dtype=torch.int, device=coords.device)
+    sparse, dense = sam.prompt_encoder(points=(coords[:, None], labels), boxes=None, masks=None)
+    dec = sam.mask_decoder
+    # MaskDecoder.predict_masks repeats ONE image embedding for all prompts; here each prompt
+    # takes the embedding of its own crop. The arithmetic is otherwise the same.
+    b = len(coords)
+    out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)  # b x T x C
+    src = embeddings[crop_idx] + dense  # b x C x h x w
+    pos = sam.prompt_encoder.get_dense_pe().expand(b, -1, -1, -1)  # b x C x h x w
+    hs, src = dec.transformer(src, pos, tokens)  # b x T x C, b x hw x C
+    _, c, h, w = dense.shape
+    up = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # b x C/8 x 4h x 4w
+    hyper = torch.stack(
+        [mlp(hs[:, 1 + i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
+    )  # b x M x C/8
+    masks = (hyper @ up.flatten(2)).view(b, -1, *up.shape[-2:])  # b x M x 4h x 4w
+    iou = dec.iou_prediction_head(hs[:, 0])  # b x M
+    return masks[:, 1:], iou[:, 1:]  # the 3 multimask outputs, as the generator asks for
+
+
+def _filter(
+    sam: torch.nn.Module,
+    low_res: torch.Tensor,
+    iou: torch.Tensor,
+    input_size: tuple[int, int],
+    crop_box: list[int],
+    orig_size: tuple[int, int],
+    cfg: SegmentConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Upscale one crop's logits (b, 3, 4h, 4w) and keep masks that pass the quality filters.
+
+    Returns crop-sized bool masks (n, h_c, w_c), IoUs (n,) and crop-frame XYXY boxes (n, 4),
+    in prompt-major order as SamAutomaticMaskGenerator has them.
+    """
+    x0, y0, x1, y1 = crop_box
+    iou = iou.flatten(0, 1)  # 3b
+    low_res = low_res.flatten(0, 1)[:, None]  # 3b x 1 x 4h x 4w
+    if cfg.pred_iou_thresh > 0.0:
+        # Upscaling is per mask, so filtering by predicted IoU first saves work, not results.
+        keep = iou > cfg.pred_iou_thresh
+        iou, low_res = iou[keep], low_res[keep]
+    logits = sam.postprocess_masks(low_res, input_size, (y1 - y0, x1 - x0))[:, 0]  # n x hc x wc
+    if cfg.stability_score_thresh > 0.0:
+        offset = cfg.stability_score_offset
+        stability = calculate_stability_score(logits, sam.mask_threshold, offset)
+        keep = stability >= cfg.stability_score_thresh
+        iou, logits = iou[keep], logits[keep]
+    masks = logits > sam.mask_threshold  # n x hc x wc
+    boxes = batched_mask_to_box(masks)  # crop-frame XYXY
+    near_edge = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
+    return masks[~near_edge], iou[~near_edge], boxes[~near_edge]
+
+
+def _uncrop(
+    masks: list[torch.Tensor],
+    crops: list[int],
+    crop_boxes: list[list[int]],
+    orig_size: tuple[int, int],
+) -> np.ndarray:
+    """Crop-sized bool masks (``crops[i]`` is mask i's crop) placed into all-False (N, H, W)
+    numpy masks, with one device-to-host copy per crop rather than per mask."""
+    full = np.zeros((len(masks), *orig_size), dtype=bool)
+    for c in sorted(set(crops)):
+        idx = [i for i, ci in enumerate(crops) if ci == c]
+        x0, y0, x1, y1 = crop_boxes[c]
+        full[idx, y0:y1, x0:x1] = torch.stack([masks[i] for i in idx]).cpu().numpy()
+    return full
+
+
+def _remove_small_regions(masks: list[np.ndarray], cfg: SegmentConfig) -> list[np.ndarray]:
+    """SAM's clean-up: fill small holes, drop small islands, then NMS preferring unchanged masks."""
+    if not masks:
+        return masks
+    cleaned, scores = [], []
+    for mask in masks:
+        mask, holes_changed = remove_small_regions(mask, cfg.min_mask_region_area, mode="holes")
+        mask, islands_changed = remove_small_regions(mask, cfg.min_mask_region_area, mode="islands")
+        cleaned.append(mask)
+        scores.append(float(not (holes_changed or islands_changed)))
+    boxes = batched_mask_to_box(torch.as_tensor(np.stack(cleaned)))
+    keep = batched_nms(
+        boxes.float(),
+        torch.as_tensor(scores),
+        torch.zeros(len(boxes)),
+        iou_threshold=max(cfg.box_nms_thresh, cfg.crop_nms_thresh),
+    )
+    return [cleaned[i] for i in keep.tolist()]
+
+
+@torch.no_grad()
+def generate_fast(sam: torch.nn.Module, image: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
+    """SAM masks for ``image`` (HWC uint8 RGB), batched; returns bool masks (N, H, W), N >= 0."""
+    orig_size = image.shape[:2]
+    crop_boxes, layers = generate_crop_boxes(orig_size, cfg.crop_n_layers, cfg.crop_overlap_ratio)
+    grids = build_all_layer_point_grids(
+        cfg.points_per_side, cfg.crop_n_layers, cfg.crop_n_points_downscale_factor
+    )
+    embeddings, input_sizes = _encode_crops(sam, image, crop_boxes, cfg.encoder_dtype)
+
+    # Every prompt of every crop, crop-major as the reference visits them.
+    transform = ResizeLongestSide(sam.image_encoder.img_size)
+    coords, crop_of_prompt = [], []
+    for c, ((x0, y0, x1, y1), layer) in enumerate(zip(crop_boxes, layers, strict=True)):
+        points = grids[layer] * np.array([[x1 - x0, y1 - y0]])  # P x 2, XY in the crop frame
+        coords.append(transform.apply_coords(points, (y1 - y0, x1 - x0)))  # model input frame
+        crop_of_prompt.append(np.full(len(points), c))
+    coords_t = torch.as_tensor(np.concatenate(coords), device=sam.device)  # float64 as in SAM
+    crop_t = torch.as_tensor(np.concatenate(crop_of_prompt), device=sam.device)
+
+    found: list[list[tuple[torch.Tensor, ...]]] = [[] for _ in crop_boxes]
+    for start in range(0, len(coords_t), cfg.decoder_batch):  # chunks may span crops
+        chunk = slice(start, start + cfg.decoder_batch)
+        low_res, iou = _decode(sam, embeddings, crop_t[chunk], coords_t[chunk])
+        for c in torch.unique(crop_t[chunk]).tolist():
+            sel = crop_t[chunk] == c
+            found[c].append(
+                _filter(sam, low_res[sel], iou[sel], input_sizes[c], crop_boxes[c], orig_size, cfg)
+            )
+
+    # Per-crop NMS for all crops in one call (crop index as the category), then back to
+    # crop-major order with each crop's masks by descending IoU: the reference's order.
+    masks: list[torch.Tensor] = []
+    ious, crop_boxes_xyxy, crop_of = [], [], []
+    for c, parts in enumerate(found):
+        for m, i, b in parts:
+            masks.extend(m)
+            ious.append(i)
+            crop_boxes_xyxy.append(b)
+            crop_of.extend([c] * len(m))
+    crop_of_t = torch.as_tensor(crop_of, dtype=torch.long, device=sam.device)
+    local_boxes = torch.cat(crop_boxes_xyxy).float()
+    keep = batched_nms(local_boxes, torch.cat(ious), crop_of_t, iou_threshold=cfg.box_nms_thresh)
+    keep = keep[torch.sort(crop_of_t[keep], stable=True).indices]
+    offsets = torch.as_tensor(
+        [[b[0], b[1], b[0], b[1]] for b in crop_boxes], dtype=torch.float, device=sam.device
+    )
+    boxes = local_boxes[keep] + offsets[crop_of_t[keep]]  # image-frame XYXY
+    masks = [masks[i] for i in keep.tolist()]
+    crop_of = crop_of_t[keep].tolist()
+
+    order = list(range(len(masks)))
+    if len(crop_boxes) > 1 and masks:
+        # Duplicates across crops: prefer masks from smaller crops (score 1 / crop area).
+        crops = torch.as_tensor([crop_boxes[c] for c in crop_of], device=boxes.device)
+        keep = batched_nms(
+            boxes,
+            1 / box_area(crops),
+            torch.zeros(len(crop_of), device=boxes.device),
+            iou_threshold=cfg.crop_nms_thresh,
+        )
+        order = keep.tolist()
+    full = list(
+        _uncrop([masks[i] for i in order], [crop_of[i] for i in order], crop_boxes, orig_size)
+    )
+    if cfg.min_mask_region_area > 0:
+        full = _remove_small_regions(full, cfg)
+    if not full:
+        return np.zeros((0, *orig_size), dtype=bool)
+    return np.stack(full)

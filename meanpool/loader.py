@@ -1,0 +1,126 @@
+"""WebDataset pipelines over Mean-pooled ImageNet from a local folder, a pulled Hub snapshot or
+``hf://datasets/ORG/NAME`` URLs, split by node (DDP rank) and by DataLoader worker.
+
+``hf://`` shards are fetched with ``huggingface_hub.hf_hub_download``, so they go through the
+Hugging Face cache and work offline (``HF_HUB_OFFLINE=1``) once cached.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import webdataset
+
+_HF_RE = re.compile(
+    r"^hf://(?:datasets/)?(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>[^/]+))?/?(?P<file>.*)$"
+)
+
+
+def _parse_hf(url: str) -> tuple[str, str | None, str]:
+    m = _HF_RE.match(url)
+    assert m, f"expected hf://datasets/ORG/NAME[@REVISION][/FILE], got {url!r}"
+    return m["repo"], m["rev"], m["file"]
+
+
+def _hf_file(url: str, cache_dir: str | None = None) -> str:
+    from huggingface_hub import hf_hub_download
+
+    repo, rev, name = _parse_hf(url)
+    return hf_hub_download(repo, name, repo_type="dataset", revision=rev, cache_dir=cache_dir)
+
+
+def shard_urls(source: str | Path, cache_dir: str | None = None) -> list[str]:
+    """Shard locations listed by the manifest of ``source``: a folder (local build or pulled
+    snapshot) -> file paths; ``hf://datasets/ORG/NAME[@REV]`` -> ``hf://`` URLs, one per shard."""
+    source = str(source)
+    if source.startswith("hf://"):
+        repo, rev, _ = _parse_hf(source)
+        base = f"hf://datasets/{repo}" + (f"@{rev}" if rev else "")
+        manifest = json.loads(Path(_hf_file(f"{base}/manifest.json", cache_dir)).read_text())
+        return [f"{base}/{s['name']}" for s in manifest["shards"]]
+    folder = Path(source)
+    manifest_path = folder / "manifest.json"
+    assert manifest_path.is_file(), (
+        f"{folder} has no manifest.json; is it a finished meanpool build?"
+    )
+    manifest = json.loads(manifest_path.read_text())
+    return [str(folder / s["name"]) for s in manifest["shards"]]
+
+
+def open_shards(
+    srcs: Iterable[dict[str, Any]], cache_dir: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Stage: {"url"} -> {"url", "stream"}; ``hf://`` shards are fetched into the HF cache first."""
+    for src in srcs:
+        url = src["url"]
+        path = _hf_file(url, cache_dir) if url.startswith("hf://") else url
+        with open(path, "rb") as stream:
+            yield {**src, "stream": stream}
+
+
+def _samples(
+    srcs: Iterable[dict[str, Any]], cache_dir: str | None = None
+) -> Iterator[dict[str, Any]]:
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    return group_by_keys(tar_file_expander(open_shards(srcs, cache_dir)))
+
+
+def decode(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Stage: raw samples -> {"__key__", "image": PIL RGB, "cls": int, "json": dict}."""
+    from PIL import Image
+
+    for s in samples:
+        yield {
+            "__key__": s["__key__"],
+            "image": Image.open(io.BytesIO(s["jpg"])).convert("RGB"),
+            "cls": int(s["cls"]),
+            "json": json.loads(s["json"]),
+        }
+
+
+def to_pair(
+    samples: Iterable[dict[str, Any]], transform: Callable | None = None
+) -> Iterator[tuple[Any, int]]:
+    """Stage: decoded samples -> (transform(image) or image, cls)."""
+    for s in samples:
+        yield (transform(s["image"]) if transform else s["image"], s["cls"])
+
+
+def dataset(
+    source: str | Path,
+    *,
+    pairs: bool = False,
+    transform: Callable | None = None,
+    shuffle: int = 0,
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> webdataset.DataPipeline:
+    """A ``webdataset.DataPipeline`` over ``source`` (see ``shard_urls``).
+
+    Shards are split by DDP rank then by DataLoader worker (so each sample is seen once per epoch
+    across all of them when shards >= ranks x workers). ``shuffle`` > 0 shuffles shard order
+    (deterministically per epoch from ``seed``) and samples within a buffer of that size.
+    Yields decoded dicts, or (image, cls) pairs with ``pairs=True`` (``transform`` applied).
+    For DDP with equal steps per rank, add ``.with_epoch(n)`` (webdataset) to the result.
+    """
+    from functools import partial
+
+    import webdataset as wds
+
+    stages: list[Any] = [wds.SimpleShardList(shard_urls(source, cache_dir))]
+    if shuffle:
+        stages.append(wds.detshuffle(bufsize=10_000, seed=seed))
+    stages += [wds.split_by_node, wds.split_by_worker, partial(_samples, cache_dir=cache_dir)]
+    if shuffle:
+        stages.append(wds.shuffle(shuffle, seed=seed))
+    stages.append(decode)
+    if pairs:
+        stages.append(partial(to_pair, transform=transform))
+    return wds.DataPipeline(*stages)
