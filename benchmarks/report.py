@@ -35,6 +35,14 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _cell(values: list[float], signed: bool = False) -> str:
+    """'mean +- std (count)' or '-' when there is no value."""
+    if not values:
+        return "-"
+    m, s = mean_std(values)
+    return f"{m:{'+' if signed else ''}.3f} +- {s:.3f} ({len(values)})"
+
+
 def _order(labels: Iterable[str]) -> list[str]:
     first = ["subtask-induction", "full-transfer", "scratch", "random-subnetwork"]
     return sorted(
@@ -60,12 +68,7 @@ def table_md(records: list[dict[str, Any]], title: str = "Test accuracy") -> str
         for lab in labels:
             cells = []
             for n in sizes:
-                vals = groups.get((layers, lab, n))
-                if vals:
-                    m, s = mean_std(vals)
-                    cells.append(f"{m:.3f} +- {s:.3f} ({len(vals)})")
-                else:
-                    cells.append("-")
+                cells.append(_cell(groups.get((layers, lab, n), [])))
             lines.append(f"| {lab} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -97,11 +100,7 @@ def paired_md(records: list[dict[str, Any]]) -> str:
                         for (d, lab, nn, seed) in by
                         if d == layers and lab == si and nn == n and (layers, other, n, seed) in by
                     ]
-                    if diffs:
-                        m, sd = mean_std(diffs)
-                        cells.append(f"{m:+.3f} +- {sd:.3f} ({len(diffs)})")
-                    else:
-                        cells.append("-")
+                    cells.append(_cell(diffs, signed=True))
                 rows.append(f"| {si} - {other} | " + " | ".join(cells) + " |")
         if rows:
             lines += [f"## {layers} layers", ""]
