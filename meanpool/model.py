@@ -123,8 +123,10 @@ def _read_state_dict(checkpoint: str | Path, model_type: str) -> dict[str, torch
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exn:  # pickle, zip and torch errors all mean "not a checkpoint"
-        first = str(exn).strip().splitlines()[0] if str(exn).strip() else type(exn).__name__
-        raise CheckpointError(f"cannot read SAM checkpoint {str(path)!r}: {first[:200]}") from None
+        raise CheckpointError(
+            f"cannot read SAM checkpoint {str(path)!r}: not a PyTorch state dict "
+            f"({type(exn).__name__}); pass the sam_vit_*.pth file released with segment-anything"
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
