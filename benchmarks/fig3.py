@@ -10,6 +10,7 @@ subnetworks.md. Finished stages and runs are cached in the output directory and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -167,7 +168,7 @@ def find_subnetwork(
         )
         sub = discover(
             base,
-            select_parameters(base, GPT2_MASKED),
+            select_parameters(base, dataclasses.replace(GPT2_MASKED, mask_bias=cfg.mask_bias)),
             Batches(rows["train"], cfg.discovery_batch_size, cfg.base_seed),
             last_token_loss,
             lambda m: accuracy(m, rows["val"]),

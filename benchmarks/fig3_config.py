@@ -47,6 +47,7 @@ class Fig3Config:
     discovery_penalty: float = 1e-7
     beta_final: float = 100.0
     discovery_batch_size: int = 50
+    mask_bias: bool = False  # also mask the attention/MLP biases (the paper masked weights only)
     subnetwork_min_accuracy: float = 0.99  # precondition for transfer
     # Stage 3, transfer to the target task: ambiguous set (a == b) + n disambiguating rows.
     sizes: tuple[int, ...] = PAPER_SIZES
@@ -97,6 +98,7 @@ DISCOVERY_KEYS = BASE_KEYS + [
     "discovery_penalty",
     "beta_final",
     "discovery_batch_size",
+    "mask_bias",
 ]
 TRANSFER_KEYS = DISCOVERY_KEYS + [
     "target_task",

@@ -201,3 +201,26 @@ def test_torchrun_two_ranks_give_the_same_records_as_one_process(tmp_path):
     assert one == two and len(one) == 2 * 3
     assert not list((tmp_path / "two").glob("results.rank*.jsonl"))
     assert (tmp_path / "two" / "table.md").exists()
+
+
+def test_mask_bias_option_masks_the_biases(tmp_path):
+    from benchmarks.fig3 import base_model, find_subnetwork
+
+    cfg = dataclasses.replace(PRESETS.get("tiny"), mask_bias=True)
+    sub = find_subnetwork(cfg, 1, base_model(cfg, 1, tmp_path, False), tmp_path, False)
+    assert "transformer.h.0.mlp.c_fc.bias" in sub.masks
+    plain = PRESETS.get("tiny")
+    sub = find_subnetwork(plain, 1, base_model(plain, 1, tmp_path, False), tmp_path, False)
+    assert all(name.endswith(".weight") for name in sub.masks)
+
+
+def test_every_setting_is_in_a_cache_key_or_only_selects_runs():
+    from benchmarks.fig3_config import TRANSFER_KEYS, Fig3Config
+
+    fields = {f.name for f in dataclasses.fields(Fig3Config)}
+    # settings that pick which runs exist (part of each run's key), checks, and execution
+    not_in_digest = {
+        "layers", "seeds", "sizes", "conditions", "unmasked",
+        "base_min_accuracy", "subnetwork_min_accuracy", "workers", "device",
+    }  # fmt: skip
+    assert fields - set(TRANSFER_KEYS) == not_in_digest
