@@ -161,5 +161,28 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
     )
 
 
+@main.command("report")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report_cmd(out: Path) -> None:
+    """Rewrite OUT's table.md, fig3.png and subnetworks.md from its results.jsonl."""
+    from benchmarks.report import table_md, write_reports
+    from subind.io import read_jsonl
+    from subind.subnetwork import Subnetwork
+
+    records = read_jsonl(out / "results.jsonl")
+    if not records:
+        raise click.UsageError(
+            f"{out}/results.jsonl holds no results: run `subind-bench run` first"
+        )
+    subs = {}
+    for d in sorted((out / "subnetworks").glob("*/")):
+        sub = Subnetwork.load(d)
+        subs[sub.meta.get("layers", d.name)] = sub
+    r = records[0]
+    title = f"{r['source_task']} -> {r['subtask']} -> {r['target_task']} (mod {r['modulus']})"
+    write_reports(records, subs, out, title)
+    click.echo(table_md(records, f"Test accuracy: {title}"))
+
+
 if __name__ == "__main__":
     main()

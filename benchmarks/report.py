@@ -141,7 +141,7 @@ def plot_fig3(records: list[dict[str, Any]], path: Path, title: str = "") -> Non
     groups = aggregate(records)
     depths = sorted({k[0] for k in groups})
     panels = depths + (["all"] if len(depths) > 1 else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 2.6, 4.2), squeeze=False)
     labels = _order(k[1] for k in groups)
     conditions = list(dict.fromkeys(lab.split(" (")[0] for lab in labels))
     palette = dict(zip(conditions, plt.cm.tab10.colors, strict=False))
@@ -176,7 +176,7 @@ def plot_fig3(records: list[dict[str, Any]], path: Path, title: str = "") -> Non
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{panel} layers" if panel != "all" else "mean over depths")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # off the lines
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

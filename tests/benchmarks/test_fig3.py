@@ -224,3 +224,17 @@ def test_every_setting_is_in_a_cache_key_or_only_selects_runs():
         "base_min_accuracy", "subnetwork_min_accuracy", "workers", "device",
     }  # fmt: skip
     assert fields - set(TRANSFER_KEYS) == not_in_digest
+
+
+def test_report_command_rewrites_outputs(tmp_path):
+    cfg = dataclasses.replace(PRESETS.get("tiny"), conditions=("scratch",), sizes=(0,))
+    run_fig3(cfg, tmp_path, progress=False)
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "| scratch |" in (tmp_path / "table.md").read_text()
+    assert "| 1 |" in (tmp_path / "subnetworks.md").read_text()
+    assert (tmp_path / "fig3.png").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["report", str(empty)])
+    assert res.exit_code == 2 and "holds no results" in res.output
