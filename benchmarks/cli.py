@@ -1,4 +1,5 @@
-"""subind-bench: `subind-bench ls`, `subind-bench run fig3 --preset quick --out DIR`."""
+"""subind-bench: `subind-bench ls`, `subind-bench run fig3 --preset quick --out DIR`,
+`subind-bench run table1 --preset mini --out DIR`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import os
 import sys
 import time
+import types
 import typing
 from pathlib import Path
 
@@ -20,6 +22,9 @@ EXPERIMENTS: Registry[str] = Registry("experiment")
 EXPERIMENTS.register("fig3", "arithmetic Subtask Induction: paper Figure 3, Table 3, Appendix B")(
     "fig3"
 )
+EXPERIMENTS.register(
+    "table1", "vision Subtask Induction: paper Tables 1-2, Figures 5 and 11, Appendix C"
+)("table1")
 
 
 def _ints(text: str | None) -> tuple[int, ...] | None:
@@ -35,8 +40,12 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(x for x in text.replace(" ", "").split(",") if x)
 
 
-def _coerce(field: dataclasses.Field, value: str):
-    hint = typing.get_type_hints(Fig3Config)[field.name]
+def _coerce(cls: type, field: dataclasses.Field, value: str):
+    hint = typing.get_type_hints(cls)[field.name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # "X | None": "none" unsets
+        if value.lower() == "none":
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if hint is bool:
         if value.lower() not in ("true", "false", "1", "0"):
             raise click.BadParameter(f"{field.name} takes true or false, got {value!r}")
@@ -50,25 +59,36 @@ def _coerce(field: dataclasses.Field, value: str):
             ) from None
     if typing.get_args(hint) and typing.get_args(hint)[0] is int:
         return _ints(value)
+    if typing.get_args(hint) and typing.get_args(hint)[0] is float:
+        try:
+            return tuple(float(x) for x in value.replace(" ", "").split(",") if x)
+        except ValueError:
+            raise click.BadParameter(f"{field.name} takes comma-separated numbers") from None
     return _names(value)
 
 
-def resolve_config(preset: str, overrides: dict, sets: tuple[str, ...]) -> Fig3Config:
+def resolve_config(
+    preset: str,
+    overrides: dict,
+    sets: tuple[str, ...],
+    presets: Registry = PRESETS,
+    cls: type = Fig3Config,
+):
     """The preset with the options the user gave (unset ones are None and dropped)."""
-    if preset not in PRESETS:
-        raise click.UsageError(PRESETS.unknown_message(preset))
-    fields = {f.name: f for f in dataclasses.fields(Fig3Config)}
+    if preset not in presets:
+        raise click.UsageError(presets.unknown_message(preset))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     changes = {k: v for k, v in overrides.items() if v is not None}
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or key not in fields:
             close = [f for f in fields if key in f or f in key][:3]
             raise click.BadParameter(
-                f"--set takes FIELD=VALUE with a Fig3Config field, got {item!r}"
+                f"--set takes FIELD=VALUE with a {cls.__name__} field, got {item!r}"
                 + (f"; did you mean {', '.join(close)}?" if close else "")
             )
-        changes[key] = _coerce(fields[key], value)
-    return dataclasses.replace(PRESETS.get(preset), **changes)
+        changes[key] = _coerce(cls, fields[key], value)
+    return dataclasses.replace(presets.get(preset), **changes)
 
 
 @click.group()
@@ -82,15 +102,26 @@ def ls_cmd() -> None:
     click.echo("experiments:")
     for name in EXPERIMENTS:
         click.echo(f"  {name:28s} {EXPERIMENTS.doc(name)}")
+    from benchmarks.strategies import STRATEGIES
+    from benchmarks.table1_config import PRESETS as TABLE1_PRESETS
+
     click.echo("fig3 presets: " + ", ".join(PRESETS.names()))
-    click.echo("conditions:")
+    click.echo("table1 presets: " + ", ".join(TABLE1_PRESETS.names()))
+    click.echo("conditions (fig3):")
     for name in CONDITIONS:
         click.echo(f"  {name:28s} {CONDITIONS.doc(name)}")
+    click.echo("strategies (table1):")
+    for name in STRATEGIES:
+        click.echo(f"  {name:28s} {STRATEGIES.doc(name)}")
 
 
 @main.command("run")
 @click.argument("experiment")
-@click.option("--preset", default="quick", show_default=True, help="quick (CPU), paper, tiny")
+@click.option(
+    "--preset",
+    default=None,
+    help="fig3: quick (default, CPU), paper, tiny; table1: mini (default, CPU), paper",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="output directory")
 @click.option("--layers", default=None, help="comma-separated depths, e.g. 2,12")
 @click.option("--seeds", default=None, help="comma-separated transfer seeds")
@@ -107,13 +138,48 @@ def ls_cmd() -> None:
     default=None,
     help="let the transferred entries train (paper Figure 7); frozen by default",
 )
-@click.option("--set", "sets", multiple=True, help="any Fig3Config field: FIELD=VALUE")
+@click.option("--imagenet-dir", default=None, help="table1: ImageNet root (train/<wnid>/, val/)")
+@click.option("--val-labels", default=None, help="table1: labels for a flat val/ folder")
+@click.option(
+    "--pooled", default=None, help="table1: meanpool output folder or hf://datasets/ORG/NAME"
+)
+@click.option("--cue-conflict-dir", default=None, help="table1: style-transfer-preprocessed-512")
+@click.option("--weights-resnet18", default=None, help="table1: torchvision resnet18 state dict")
+@click.option("--weights-vit", default=None, help="table1: torchvision vit_b_16 state dict")
+@click.option("--models", default=None, help="table1: comma-separated, e.g. resnet18,vit_b_16")
+@click.option("--strategies", default=None, help="table1: comma-separated; see `subind-bench ls`")
+@click.option("--device", default=None, help="auto (CUDA when available), cpu, cuda, cuda:1")
+@click.option(
+    "--set", "sets", multiple=True, help="any field of the experiment's config: FIELD=VALUE"
+)
 @click.option("--progress/--no-progress", default=True)
 def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked, source_task,
-            subtask, target_task, workers, subnetwork_trainable, sets, progress) -> None:  # fmt: skip
+            subtask, target_task, workers, subnetwork_trainable, imagenet_dir, val_labels, pooled,
+            cue_conflict_dir, weights_resnet18, weights_vit, models, strategies, device, sets,
+            progress) -> None:  # fmt: skip
     """Run EXPERIMENT (see `subind-bench ls`), reusing whatever OUT already holds."""
     if experiment not in EXPERIMENTS:
         raise click.UsageError(EXPERIMENTS.unknown_message(experiment))
+    fig3_only = {"--layers": layers, "--sizes": sizes, "--conditions": conditions,
+                 "--source-task": source_task, "--subtask": subtask,
+                 "--target-task": target_task, "--workers": workers}  # fmt: skip
+    table1_only = {"--imagenet-dir": imagenet_dir, "--val-labels": val_labels, "--pooled": pooled,
+                   "--cue-conflict-dir": cue_conflict_dir, "--weights-resnet18": weights_resnet18,
+                   "--weights-vit": weights_vit, "--models": models,
+                   "--strategies": strategies}  # fmt: skip
+    wrong = [k for k, v in (fig3_only if experiment == "table1" else table1_only).items() if v]
+    if wrong:
+        raise click.UsageError(f"{', '.join(wrong)} is not an option of {experiment}")
+    if experiment == "table1":
+        from benchmarks.table1_cli import run_table1_cmd
+
+        overrides = {k[2:].replace("-", "_"): v for k, v in table1_only.items()}
+        overrides.update(models=_names(models), strategies=_names(strategies), seeds=_ints(seeds),
+                         unmasked=_names(unmasked), device=device,
+                         subnetwork_trainable=subnetwork_trainable)  # fmt: skip
+        run_table1_cmd(preset or "mini", out, overrides, sets, progress)
+        return
+    preset = preset or "quick"
     cfg = resolve_config(
         preset,
         {
@@ -127,6 +193,7 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
             "target_task": target_task,
             "workers": workers,
             "subnetwork_trainable": subnetwork_trainable,
+            "device": device,
         },
         sets,
     )
@@ -164,7 +231,8 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
 @main.command("report")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report_cmd(out: Path) -> None:
-    """Rewrite OUT's table.md, fig3.png and subnetworks.md from its results.jsonl."""
+    """Rewrite OUT's tables and plots from its results.jsonl (fig3: table.md, fig3.png,
+    subnetworks.md; table1: table1.md/.csv, table2.md, per_class.md, fig5.png)."""
     from benchmarks.report import table_md, write_reports
     from subind.io import read_jsonl
     from subind.subnetwork import Subnetwork
@@ -174,6 +242,11 @@ def report_cmd(out: Path) -> None:
         raise click.UsageError(
             f"{out}/results.jsonl holds no results: run `subind-bench run` first"
         )
+    if records[0].get("experiment") == "table1":
+        from benchmarks.table1_cli import report_table1
+
+        report_table1(out, records)
+        return
     subs = {}
     for d in sorted((out / "subnetworks").glob("*/")):
         sub = Subnetwork.load(d)
