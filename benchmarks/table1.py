@@ -86,6 +86,31 @@ def _need(value: str | None, option: str, what: str) -> str:
     return value
 
 
+def world_config(cfg: Table1Config) -> Any:
+    """The synthetic world's settings: "mini" (toyworld's defaults, calibrated so that the
+    pretrained models are texture-biased yet above chance on pooled images) or "tiny" (a few
+    images per class, for tests). With a world, its own subsets replace discovery_per_class /
+    evaluation_per_class."""
+    from benchmarks.toyworld import WorldConfig
+
+    worlds = {
+        "mini": WorldConfig(seed=cfg.world_seed),
+        "tiny": WorldConfig(
+            seed=cfg.world_seed,
+            distractors=2,
+            pretrain_per_class=6,
+            train_per_class=8,
+            val_per_class=2,
+            discovery_per_class=3,
+            evaluation_per_class=2,
+            cue_shapes_per_class=1,
+        ),
+    }
+    if cfg.world not in worlds:
+        raise StageError(f"unknown world {cfg.world!r}; built-in worlds: {', '.join(worlds)}")
+    return worlds[cfg.world]
+
+
 def resolve_inputs(cfg: Table1Config, out: Path, rank: int, world: int, progress: bool) -> Inputs:
     """The user's inputs (paper preset), or the synthetic world and its pretrained models
     (``world="mini"``), built by rank 0 and cached in ``out``."""
@@ -107,15 +132,9 @@ def resolve_inputs(cfg: Table1Config, out: Path, rank: int, world: int, progress
             index=IndexConfig(cfg.discovery_per_class, cfg.evaluation_per_class, cfg.index_seed),
             val_labels=cfg.val_labels,
         )
-    if cfg.world != "mini":
-        raise StageError(f"unknown world {cfg.world!r}; the only built-in world is 'mini'")
-    from benchmarks.toyworld import PretrainConfig, WorldConfig, make_world, pretrain
+    from benchmarks.toyworld import PretrainConfig, make_world, pretrain
 
-    wcfg = WorldConfig(
-        seed=cfg.world_seed,
-        discovery_per_class=cfg.discovery_per_class,
-        evaluation_per_class=cfg.evaluation_per_class,
-    )
+    wcfg = world_config(cfg)
     if rank == 0:
         make_world(out / "world", wcfg, progress)
     barrier(world)

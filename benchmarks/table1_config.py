@@ -25,8 +25,9 @@ class Table1Config:
     weights_resnet18: str | None = None
     weights_vit: str | None = None
     decision_mapping: str | None = None  # None: the packaged ImageNet-1k -> 16-class mapping
-    # "mini": generate the synthetic shape/texture world (benchmarks/toyworld.py) under
-    # OUT/world and pretrain the mini models on it; the inputs above are then derived.
+    # "mini" / "tiny": generate the synthetic shape/texture world (benchmarks/toyworld.py) under
+    # OUT/world and pretrain the mini models on it; the inputs above (and the subset sizes
+    # below) are then the world's.
     world: str | None = None
     world_seed: int = 0
     models: tuple[str, ...] = ("resnet18", "vit_b_16")
@@ -121,8 +122,6 @@ _PRESETS: dict[str, Table1Config] = {
     "mini": Table1Config(
         world="mini",
         models=("resnet18-mini", "vit_b_16-mini"),
-        discovery_per_class=40,
-        evaluation_per_class=15,
         pretrain_epochs=8,
         linear_steps=150,
         linear_lr=5e-2,
@@ -137,6 +136,25 @@ _PRESETS: dict[str, Table1Config] = {
         steps=300,
         eval_every=50,
         loader_workers=0,
+        distributed="slice",
+    ),
+    # Seconds: for tests and smoke checks only (a few images per class, a few steps).
+    "tiny": Table1Config(
+        world="tiny",
+        models=("resnet18-mini", "vit_b_16-mini"),
+        pretrain_epochs=1,
+        pretrain_batch_size=32,
+        linear_steps=4,
+        discovery_epochs=2,
+        discovery_batch_size=16,
+        penalties=(1e-6, 1e-8),
+        seeds=(0,),
+        batch_size_resnet=16,
+        batch_size_vit=16,
+        steps=4,
+        eval_every=2,
+        loader_workers=0,
+        eval_batch_size=64,
         distributed="slice",
     ),
 }
