@@ -440,12 +440,13 @@ def find_subnetwork(
     best_lam = max(found, key=lambda k: (found[k].meta["val_accuracy"], -found[k].density))
     best = found[best_lam]
     whole = linear_meta["pooled_evaluation_accuracy"]
-    if best.meta["val_accuracy"] <= whole:
+    if cfg.require_subnetwork_gain and best.meta["val_accuracy"] <= whole:
         raise StageError(
             f"the best {model} subnetwork (lambda {best_lam:g}) gets {best.meta['val_accuracy']:.3f} "
             f"on pooled evaluation images, no better than the whole model ({whole:.3f}): no "
             f"shape subtask was found; try more --set discovery_epochs=N or other "
-            f"--set penalties=... ({out / model / 'subnetworks'})"
+            f"--set penalties=... (or --set require_subnetwork_gain=false to go on anyway; "
+            f"{out / model / 'subnetworks'})"
         )
     control = None
     if cfg.random_init_control:

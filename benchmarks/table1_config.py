@@ -50,6 +50,8 @@ class Table1Config:
     penalties: tuple[float, ...] = (1e-6, 1e-7, 1e-8)
     beta_final: float = 100.0
     random_init_control: bool = True  # Figure 11: discovery on a randomly initialised model
+    # Precondition for transfer: the subnetwork beats the whole model on pooled images (Table 2).
+    require_subnetwork_gain: bool = True
     # Stage 4, strategies (C.1): SGD, momentum 0.9, weight decay 1e-4, lr 1e-3, batch 128
     # (ResNet18) / 512 (ViT), 33,160 steps.
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
@@ -148,6 +150,7 @@ _PRESETS: dict[str, Table1Config] = {
         discovery_epochs=2,
         discovery_batch_size=16,
         penalties=(1e-6, 1e-8),
+        require_subnetwork_gain=False,
         seeds=(0,),
         batch_size_resnet=16,
         batch_size_vit=16,
