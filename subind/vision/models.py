@@ -223,16 +223,22 @@ def head_outputs(state_dict: Mapping[str, torch.Tensor], arch: VisionArch) -> in
     return int(state_dict[key].shape[0])
 
 
-def load_weights(model: nn.Module, path: str | Path | Mapping[str, torch.Tensor]) -> None:
+def load_weights(
+    model: nn.Module,
+    path: str | Path | Mapping[str, torch.Tensor],
+    *,
+    name: str | None = None,
+) -> None:
     """Load a state dict (a file as in :func:`read_weights`, or a dict) into ``model`` strictly.
 
     Raises WeightsError naming the first missing key, mismatched shape or unexpected key (in the
     model's parameter order) before anything is copied, so a failed load leaves ``model`` as it was.
+    ``name``: how messages call the weights (default: the path, or "the state dict").
     """
     sd = read_weights(path) if isinstance(path, str | Path) else dict(path)
-    where = f"{path}" if isinstance(path, str | Path) else "the state dict"
+    where = name or (f"{path}" if isinstance(path, str | Path) else "the state dict")
     expected = model.state_dict()
-    fix = f"pass a {type(model).__name__} state dict of the architecture given (check --arch)"
+    fix = "pass weights of the same architecture and size (check --arch)"
     for key, tensor in expected.items():
         if key not in sd:
             more = sum(k not in sd for k in expected) - 1
