@@ -37,11 +37,17 @@ def _hf_file(url: str, cache_dir: str | None = None) -> str:
 
 def shard_urls(source: str | Path, cache_dir: str | None = None) -> list[str]:
     """Shard locations listed by the manifest of ``source``: a folder (local build or pulled
-    snapshot) -> file paths; ``hf://datasets/ORG/NAME[@REV]`` -> ``hf://`` URLs, one per shard."""
+    snapshot) -> file paths; ``hf://datasets/ORG/NAME[@REV][/SUBFOLDER]`` -> ``hf://`` URLs, one
+    per shard (the manifest and shards are read from SUBFOLDER when given)."""
     source = str(source)
     if source.startswith("hf://"):
-        repo, rev, _ = _parse_hf(source)
-        base = f"hf://datasets/{repo}" + (f"@{rev}" if rev else "")
+        repo, rev, sub = _parse_hf(source)
+        # A path after the repo names a subfolder holding its own build (one per subset).
+        base = (
+            f"hf://datasets/{repo}"
+            + (f"@{rev}" if rev else "")
+            + (f"/{sub.strip('/')}" if sub.strip("/") else "")
+        )
         manifest = json.loads(Path(_hf_file(f"{base}/manifest.json", cache_dir)).read_text())
         return [f"{base}/{s['name']}" for s in manifest["shards"]]
     folder = Path(source)
