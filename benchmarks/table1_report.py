@@ -211,38 +211,30 @@ def table2_md(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_PER_CLASS = [
+    ("original", "original_accuracy"),
+    ("pooled", "pooled_accuracy"),
+    ("cue-conflict accuracy", "cue_conflict_accuracy"),
+    ("shape bias", "cue_conflict_shape_bias"),
+]
+
+
 def per_class_md(records: list[dict[str, Any]]) -> str:
-    """Per-class accuracy (paper C.3) for every row: original, pooled, cue-conflict by shape."""
+    """Per-class results (paper C.3) for every row, percent, mean over seeds: accuracy on
+    original and pooled images, and cue-conflict accuracy and shape bias by shape class."""
     lines = ["# Per-class results (paper Appendix C.3)", ""]
     for (model, strategy, unmasked), runs in _groups(records).items():
-        tables = [r.get("per_class") for r in runs if r.get("per_class")]
+        tables = [r["per_class"] for r in runs if r.get("per_class")]
         if not tables:
             continue
-        classes: list[str] = []
-        for t in tables:
-            for split in t.values():
-                for c in split:
-                    if c not in classes:
-                        classes.append(c)
-        splits = [s for s in ("original", "pooled", "cue_conflict") if s in tables[0]]
         lines += [f"## {model} / {strategy} ({unmasked}), {len(tables)} run(s)", ""]
-        lines.append("| class | " + " | ".join(splits) + " |")
-        lines.append("|---|" + "---|" * len(splits))
-        for c in classes:
-            cells = []
-            for s in splits:
-                vals = [_class_value(t.get(s, {}).get(c)) for t in tables]
-                cells.append(_cell([v for v in vals if v is not None]))
+        lines.append("| class | " + " | ".join(t for t, _ in _PER_CLASS) + " |")
+        lines.append("|---|" + "---|" * len(_PER_CLASS))
+        for c in tables[0]:
+            cells = [_cell([t.get(c, {}).get(k) for t in tables]) for _, k in _PER_CLASS]
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
-
-
-def _class_value(v: Any) -> float | None:
-    """A per-class entry is a number or a dict holding "accuracy"."""
-    if isinstance(v, dict):
-        return v.get("accuracy")
-    return v
 
 
 def fig5(records: list[dict[str, Any]], path: Path) -> None:

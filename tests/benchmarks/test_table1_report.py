@@ -13,7 +13,10 @@ def _rec(strategy, unmasked, seed, original, pooled, shape_bias, model="m", curv
         "original_accuracy": original,
         "pooled_accuracy": pooled,
         "cue_conflict": {"accuracy": 0.2, "robustness": 0.7, "shape_bias": shape_bias},
-        "per_class": {"original": {"cat": original, "dog": {"accuracy": 1.0}}},
+        "per_class": {
+            "cat": {"original_accuracy": original, "cue_conflict_shape_bias": None},
+            "dog": {"original_accuracy": 1.0, "pooled_accuracy": 0.5},
+        },
         "curve": [
             {"step": 10, "original": 0.3, "pooled": 0.2},
             {"step": 20, "original": original, "pooled": pooled},
@@ -81,4 +84,6 @@ def test_csv_and_table2_and_files(tmp_path):
         assert (tmp_path / name).exists(), name
     assert (tmp_path / "fig5.png").read_bytes()[:4] == b"\x89PNG"
     per_class = (tmp_path / "per_class.md").read_text()
-    assert "| dog | 100.0 |" in per_class
+    assert "| dog | 100.0 | 50.0 | - | - |" in per_class
+    assert "## m / subtask-induction (inherit), 2 run(s)" in per_class
+    assert "| cat | 85.0 +- 7.1 | - | - | - |" in per_class
