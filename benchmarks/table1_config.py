@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from benchmarks.harness import config_digest
 from subind.registry import Registry
 
-# Strategies of Table 1, plus the controls that ask whether the subnetwork itself matters.
+# Strategies of Table 1, the controls that ask whether the subnetwork itself matters, and the
+# reference row (the pretrained model answering through the decision mapping).
 PAPER_STRATEGIES = ("subtask-induction", "scratch", "data-mixture", "linear-ft")
-DEFAULT_STRATEGIES = PAPER_STRATEGIES + ("random-subnetwork", "unmasked-only")
+DEFAULT_STRATEGIES = PAPER_STRATEGIES + ("random-subnetwork", "unmasked-only", "pretrained")
 
 
 @dataclass(frozen=True)
