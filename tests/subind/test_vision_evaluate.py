@@ -118,6 +118,17 @@ def test_a_model_that_always_answers_one_class(sources, tmp_path):
         evaluate_model(model, arch, cue_conflict_dir=cc, out_dir=tmp_path, tag="x")
 
 
+def test_evaluate_flat_val_with_labels(tmp_path):
+    flat = make_imagenet(tmp_path / "flat", per_class=1, val_per_class=1, flat_val=True)
+    arch, model = _model("resnet18-mini")
+    r = evaluate_model(model, arch, imagenet_dir=flat, out_dir=tmp_path, tag="f")
+    (flat / "LOC_val_solution.csv").rename(tmp_path / "labels.csv")
+    again = evaluate_model(model, arch, imagenet_dir=flat, val_labels=tmp_path / "labels.csv",
+                           out_dir=tmp_path, tag="f")  # fmt: skip
+    assert r["original_n"] == again["original_n"] == 16
+    assert r["original_accuracy"] == again["original_accuracy"]
+
+
 @pytest.mark.skipif(not SAMPLE_CUE_CONFLICT.is_dir(), reason="../shared/data not present")
 def test_evaluate_on_the_shared_sample(tmp_path):
     arch, model = _model("resnet18-mini")
