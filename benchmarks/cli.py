@@ -342,6 +342,12 @@ def score_cue_conflict_cmd(responses, more, json_out) -> None:
     help="ImageNet root: its 16-class val/ images are evaluated",
 )
 @click.option(
+    "--val-labels",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="labels of a flat val/ folder (LOC_val_solution.csv or '<file> <wnid>' lines)",
+)
+@click.option(
     "--pooled",
     default=None,
     help="meanpool output folder (<pooled>/val/manifest.json) or hf://datasets/ORG/NAME",
@@ -360,8 +366,8 @@ def score_cue_conflict_cmd(responses, more, json_out) -> None:
 @click.option("--batch-size", type=int, default=None)
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes")
 @click.option("--progress/--no-progress", default=True)  # fmt: skip
-def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, pooled, decision_mapping, out,
-                 tag, device, batch_size, workers, progress) -> None:  # fmt: skip
+def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pooled,
+                 decision_mapping, out, tag, device, batch_size, workers, progress) -> None:  # fmt: skip
     """Evaluate a model you bring: original, mean-pooled and cue-conflict accuracy, robustness
     and shape bias; writes metrics.json, per_class/TAG.csv and responses/TAG.csv under OUT."""
     from meanpool.imagenet import ImageNetError, sixteen_classes
@@ -401,7 +407,7 @@ def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, pooled, decision
             check_mapping(mapping, categories, classes)
         start = time.perf_counter()
         result = evaluate_model(
-            model, spec, imagenet_dir=imagenet_dir, pooled=pooled,
+            model, spec, imagenet_dir=imagenet_dir, val_labels=val_labels, pooled=pooled,
             cue_conflict_dir=cue_conflict_dir, mapping=mapping, out_dir=out, tag=tag, cfg=cfg,
             progress=progress, log=click.echo,
         )  # fmt: skip
@@ -417,6 +423,7 @@ def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, pooled, decision
         "decision_mapping": None if mapping is None else str(decision_mapping or "packaged"),
         "sources": {
             "imagenet_dir": None if imagenet_dir is None else str(imagenet_dir),
+            "val_labels": None if val_labels is None else str(val_labels),
             "pooled": pooled,
             "cue_conflict_dir": str(cue_conflict_dir),
         },

@@ -155,6 +155,7 @@ def evaluate_model(
     arch: VisionArch,
     *,
     imagenet_dir: str | Path | None = None,
+    val_labels: str | Path | None = None,
     pooled: str | Path | None = None,
     cue_conflict_dir: str | Path | None = None,
     mapping: dict[str, list[int]] | None = None,
@@ -167,7 +168,8 @@ def evaluate_model(
     """Evaluate ``model`` in 16 classes (directly, or through ``mapping`` for another head).
 
     Sources (each optional): the 16-class validation images of ``imagenet_dir``
-    (``val/<wnid>/*`` or flat ``val/`` with labels, as ``meanpool.imagenet.scan``), the "val"
+    (``val/<wnid>/*``, or flat ``val/`` with ``val_labels`` or LOC_val_solution.csv, as
+    ``meanpool.imagenet.scan``), the "val"
     subset of the meanpool build ``pooled``, and the stimuli of ``cue_conflict_dir``.
     Returns {"original_accuracy", "original_n", "pooled_accuracy", "pooled_n", "cue_conflict":
     cue_conflict_metrics, "per_class": {class: {"original_accuracy", "pooled_accuracy",
@@ -204,7 +206,7 @@ def evaluate_model(
             per_class[c].update({f"{name}_n": row["n"], f"{name}_accuracy": row["accuracy"]})
 
     if imagenet_dir is not None:
-        items = scan(imagenet_dir)["val"]
+        items = scan(imagenet_dir, val_labels)["val"]
         if not items:
             raise ValueError(
                 f"no 16-class validation images under {Path(imagenet_dir) / 'val'} "

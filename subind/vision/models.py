@@ -239,9 +239,13 @@ def load_weights(
     where = name or (f"{path}" if isinstance(path, str | Path) else "the state dict")
     expected = model.state_dict()
     fix = "pass weights of the same architecture and size (check --arch)"
-    for key, tensor in expected.items():
+    # BatchNorm fills in a missing num_batches_tracked itself (torchvision's 2017 ResNet files
+    # predate that buffer), so only the other keys must be present.
+    needed = [k for k in expected if not k.endswith("num_batches_tracked")]
+    for key in needed:
+        tensor = expected[key]
         if key not in sd:
-            more = sum(k not in sd for k in expected) - 1
+            more = sum(k not in sd for k in needed) - 1
             extra = f" (and {more} more)" if more else ""
             raise WeightsError(f"{where} does not fit: missing key {key!r}{extra}; {fix}")
         if tuple(sd[key].shape) != tuple(tensor.shape):
