@@ -575,6 +575,7 @@ def run_strategy(
             net,
             arch,
             imagenet_dir=inputs.imagenet_dir,
+            val_labels=inputs.val_labels,
             pooled=inputs.pooled,
             cue_conflict_dir=inputs.cue_conflict_dir,
             mapping=inputs.mapping if strat.uses_mapping else None,
