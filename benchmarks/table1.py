@@ -263,13 +263,21 @@ def _ce_loss(device: torch.device):
     return loss
 
 
+def _in_order(dataset: Dataset, batch_size: int, workers: int = 0) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available()
+    )
+
+
 @torch.no_grad()
-def accuracy(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int) -> float:
+def accuracy(
+    model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int, workers: int = 0
+) -> float:
     """Top-1 16-class accuracy of a 16-class model on ``dataset`` (model in eval mode)."""
     was_training = model.training
     model.eval()
     correct = total = 0
-    for x, y in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+    for x, y in _in_order(dataset, batch_size, workers):
         pred = model(x.to(device)).argmax(1).cpu()
         correct += int((pred == y).sum())
         total += len(y)
@@ -297,9 +305,12 @@ def _set_head(model: nn.Module, arch: VisionArch, head: nn.Module) -> None:
 
 
 @torch.no_grad()
-def _features(backbone: nn.Module, dataset: Dataset, device: torch.device, bs: int) -> tuple:
+def _features(
+    backbone: nn.Module, dataset: Dataset, device: torch.device, bs: int, workers: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, D) float32 features on the CPU and (N,) labels, in dataset order."""
     xs, ys = [], []
-    for x, y in torch.utils.data.DataLoader(dataset, batch_size=bs):
+    for x, y in _in_order(dataset, bs, workers):
         xs.append(backbone(x.to(device)).float().cpu())
         ys.append(y)
     return torch.cat(xs), torch.cat(ys)
@@ -322,8 +333,8 @@ def linear_ft(
     plain = FileImages(data.root, [(it.rel, it.label) for it in data.train_items],
                        eval_transform(arch))  # fmt: skip
     bs = cfg.eval_batch_size
-    train_x, train_y = _features(net.eval(), plain, device, bs)
-    eval_x, eval_y = _features(net, data.evaluation, device, bs)
+    train_x, train_y = _features(net.eval(), plain, device, bs, cfg.loader_workers)
+    eval_x, eval_y = _features(net, data.evaluation, device, bs, cfg.loader_workers)
     _set_head(net, arch, head)
     torch.manual_seed(cfg.index_seed)
     n = len(train_y)
@@ -398,13 +409,17 @@ def _discover(
     if (d / "subnetwork.json").exists():
         return Subnetwork.load(d)
     device = device_of(cfg)
-    loader = epoch_loader(data.pooled_discovery, cfg.discovery_batch_size, cfg.index_seed, 0)
+    loader = epoch_loader(
+        data.pooled_discovery, cfg.discovery_batch_size, cfg.index_seed, cfg.loader_workers
+    )
     sub = discover(
         base,
         select_parameters(base, arch.masked),
         loader,
         _ce_loss(device),
-        lambda m: accuracy(m, data.pooled_evaluation, device, cfg.eval_batch_size),
+        lambda m: accuracy(
+            m, data.pooled_evaluation, device, cfg.eval_batch_size, cfg.loader_workers
+        ),  # fmt: skip
         DiscoveryConfig(
             epochs=cfg.discovery_epochs,
             lr=cfg.discovery_lr,
@@ -534,8 +549,10 @@ def run_strategy(
         ckpt = out / "checkpoints" / run.tag()
 
         def evaluate(m: nn.Module) -> float:
-            acc = accuracy(m, data.evaluation, device, cfg.eval_batch_size)
-            pooled = accuracy(m, data.pooled_evaluation, device, cfg.eval_batch_size)
+            acc = accuracy(m, data.evaluation, device, cfg.eval_batch_size, cfg.loader_workers)
+            pooled = accuracy(
+                m, data.pooled_evaluation, device, cfg.eval_batch_size, cfg.loader_workers
+            )
             curve.append({"original": acc, "pooled": pooled})
             return acc
 
@@ -581,7 +598,9 @@ def run_strategy(
             mapping=inputs.mapping if strat.uses_mapping else None,
             out_dir=out,
             tag=run.tag(),
-            cfg=EvalConfig(batch_size=cfg.eval_batch_size, device=str(device)),
+            cfg=EvalConfig(
+                batch_size=cfg.eval_batch_size, workers=cfg.loader_workers, device=str(device)
+            ),
         )
         record.update(metrics)
     record["wall_seconds"] = time.perf_counter() - start
