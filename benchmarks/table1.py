@@ -548,13 +548,13 @@ def run_strategy(
         train_images = len(train_set)
         ckpt = out / "checkpoints" / run.tag()
 
-        def evaluate(m: nn.Module) -> float:
-            acc = accuracy(m, data.evaluation, device, cfg.eval_batch_size, cfg.loader_workers)
-            pooled = accuracy(
-                m, data.pooled_evaluation, device, cfg.eval_batch_size, cfg.loader_workers
-            )
-            curve.append({"original": acc, "pooled": pooled})
-            return acc
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            # selection on the original evaluation subset; the pooled one is only recorded
+            w, bs = cfg.loader_workers, cfg.eval_batch_size
+            return {
+                "val_accuracy": accuracy(m, data.evaluation, device, bs, w),
+                "pooled_accuracy": accuracy(m, data.pooled_evaluation, device, bs, w),
+            }
 
         torch.manual_seed(run.seed)
         result = fit(
@@ -568,9 +568,10 @@ def run_strategy(
             desc=run.tag(),
             progress=progress,
         )
-        # the curve's steps come from fit's history (a resumed run re-reads it from there)
-        steps = [h.get("step") for h in result.history]
-        curve = [{"step": s, **c} for s, c in zip(steps, curve[-len(steps) :], strict=False)]
+        curve = [  # Figure 5; fit's history survives a resume
+            {"step": h["step"], "original": h["val_accuracy"], "pooled": h["pooled_accuracy"]}
+            for h in result.history
+        ]
         info["best_step"] = _best_step(result.history)
         shutil.rmtree(ckpt, ignore_errors=True)
     net = bake(net).eval()
