@@ -381,7 +381,9 @@ def _best_step(history: list[dict[str, Any]]) -> int | None:
     return history[best].get("step")
 
 
-def _train_config(cfg: Table1Config, lr: float, steps: int, checkpoint: Path | None) -> TrainConfig:
+def _train_config(
+    cfg: Table1Config, lr: float, steps: int, checkpoint: Path | None, ddp: bool = False
+) -> TrainConfig:
     return TrainConfig(
         epochs=10**9,  # the step budget ends training
         lr=lr,
@@ -392,6 +394,7 @@ def _train_config(cfg: Table1Config, lr: float, steps: int, checkpoint: Path | N
         eval_every=min(cfg.eval_every, steps),
         checkpoint_dir=str(checkpoint) if checkpoint else None,
         amp=cfg.amp,
+        ddp=ddp,
     )
 
 
@@ -513,6 +516,15 @@ class Stages:
     data: Data
 
 
+def _rank_batch(cfg: Table1Config, model: str, world: int) -> int:
+    """Each DDP rank's share of the global batch (the paper's 128 / 512 are global)."""
+    batch = cfg.batch_size(model)
+    if batch % world:
+        raise StageError(f"the batch size {batch} of {model} does not split over {world} ranks; "
+                         f"set --set batch_size_resnet/batch_size_vit to a multiple of {world}")  # fmt: skip
+    return batch // world
+
+
 def run_strategy(
     cfg: Table1Config,
     run: Run,
@@ -560,11 +572,16 @@ def run_strategy(
         result = fit(
             net,
             epoch_loader(
-                train_set, cfg.batch_size(run.model), run.seed, cfg.loader_workers, rank, world
+                train_set,
+                _rank_batch(cfg, run.model, world),
+                run.seed,
+                cfg.loader_workers,
+                rank,
+                world,
             ),  # fmt: skip
             _ce_loss(device),
             evaluate,
-            _train_config(cfg, cfg.lr, cfg.steps, ckpt),
+            _train_config(cfg, cfg.lr, cfg.steps, ckpt, ddp=world > 1),
             desc=run.tag(),
             progress=progress,
         )

@@ -79,6 +79,10 @@ class TrainConfig:
     checkpoint_dir: str | None = None  # keep a resumable checkpoint here; fit() resumes from it
     checkpoint_every: int | None = None  # write it every N steps; None: after each evaluation
     amp: str | None = None  # "bf16": autocast the loss to bfloat16 on CUDA (fp32 on CPU)
+    # Train across the ranks of an initialized process group with DDP. Off by default: a rank that
+    # trains runs of its own (e.g. a rank-sliced sweep, a stage only rank 0 runs) must not wait
+    # for the others.
+    ddp: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -373,14 +377,15 @@ def fit(
     that finds one resumes from it (see the module docstring for when that is exact). A finished
     run's checkpoint makes a second call return the same result at once.
 
-    Under ``torch.distributed`` with world > 1 the model is wrapped in DistributedDataParallel
+    With ``config.ddp`` under ``torch.distributed`` with world > 1 the model is wrapped in
+    DistributedDataParallel
     (``loss_fn`` gets the wrapper); each rank must yield its own, equally many batches (see
     :class:`ShardedBatches`, :class:`LoaderEpochs`). Before each evaluation buffers (e.g.
     BatchNorm statistics) are broadcast from rank 0; ``evaluate`` runs on every rank on the
     unwrapped model (it may shard its data and all-reduce) and rank 0's metrics are used by all,
     so every rank selects and returns the same state. Rank 0 writes the checkpoints (a resumed
     run must see them at the same path, with the same world size)."""
-    rank, world = dist_info()
+    rank, world = dist_info() if config.ddp else (0, 1)
     params = [p for p in model.parameters() if p.requires_grad]
     assert params, "expected at least one trainable parameter"
     opt = OPTIMIZERS.get(config.optimizer)(params, config)

@@ -148,3 +148,24 @@ def test_precondition_stops_when_the_subnetwork_is_no_better(tmp_path, tiny_run)
         table1.find_subnetwork(
             cfg, arch.name, linear, {**meta, "pooled_evaluation_accuracy": 1.0}, data, out, False
         )
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_ranks_train_every_run_together(tmp_path):
+    """Both ranks train each run with DDP (per-rank batch = global batch / 2); rank 0 writes.
+    Not bit-equal to one process: each rank draws its own flips for its own images."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "-m", "benchmarks.cli", "run", "table1", "--preset", "tiny", "--out", str(out),
+           "--models", "vit_b_16-mini", "--strategies", "scratch,subtask-induction",
+           "--unmasked", "inherit", "--set", "distributed=ddp", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = read_jsonl(out / "results.jsonl")
+    assert sorted(r["strategy"] for r in records) == ["scratch", "subtask-induction"]
+    assert all(r["curve"] and r["curve"][-1]["step"] == TINY.steps for r in records)

@@ -376,10 +376,10 @@ def _ddp_worker(rank, world, tmp):
     try:
         ck = dict(checkpoint_dir=os.path.join(tmp, "ck"), checkpoint_every=3)
         model = _model(dropout=0.0)
-        fit(model, ShardedBatches(_batches()), _loss, _acc, TrainConfig(**_DDP_CFG, **ck,
+        fit(model, ShardedBatches(_batches()), _loss, _acc, TrainConfig(**_DDP_CFG, **ck, ddp=True,
             max_steps=8), progress=False)  # fmt: skip
         model = _model(seed=4, dropout=0.0)  # a longer budget resumes the checkpoint
-        res = fit(model, ShardedBatches(_batches()), _loss, _acc, TrainConfig(**_DDP_CFG, **ck,
+        res = fit(model, ShardedBatches(_batches()), _loss, _acc, TrainConfig(**_DDP_CFG, **ck, ddp=True,
             max_steps=16), progress=False)  # fmt: skip
         torch.save({"state": model.state_dict(), "history": res.history,
                     "resumed": res.resumed_from}, os.path.join(tmp, f"rank{rank}.pt"))  # fmt: skip
