@@ -65,38 +65,43 @@ def pending(runs: Sequence[R], key: Callable[[R], str], results_path: Path) -> l
 def execute(
     runs: Sequence[R],
     key: Callable[[R], str],
-    run_one: Callable[[R], dict[str, Any]] | None,
     out: Path,
+    run_units: Callable[[list[list[R]]], Iterable[dict[str, Any]]],
     *,
+    plan_units: Callable[[list[R]], list[list[R]]] | None = None,
     rank: int = 0,
     world: int = 1,
     stamp: Callable[[dict[str, Any]], None] | None = None,
-    results_iter: Callable[[list[R]], Iterable[dict[str, Any]]] | None = None,
     progress: bool = True,
     desc: str = "runs",
     slice_runs: bool = True,
 ) -> None:
     """Run every pending run of ``runs`` and append its record to ``out/results.jsonl``.
 
-    With ``world > 1`` and ``slice_runs`` each rank takes every world-th pending run and writes
+    The pending runs are cut into units by ``plan_units`` (default: one run each; e.g. groups
+    trained together) and ``run_units(units)`` yields one record per run, in any order (one at a
+    time, from a process pool, from a batched trainer). Units are planned over every pending run
+    before they are dealt out, so the same units (and numbers) come out whatever the world size.
+
+    With ``world > 1`` and ``slice_runs`` each rank takes every world-th unit and writes
     ``results.rank{r}.jsonl`` (a resumed rank skips what it already wrote); rank 0 merges them
-    after a barrier. With ``slice_runs=False`` every rank runs every run together (e.g. DDP
-    inside each run) and rank 0 alone writes the records. ``results_iter(todo)`` may replace the
-    one-at-a-time loop (e.g. a process pool or a batched trainer); it yields records in any
-    order. ``stamp(record)`` adds provenance before the record is written.
+    after a barrier. With ``slice_runs=False`` every rank runs every unit together (e.g. DDP
+    inside each run) and rank 0 alone writes the records. ``stamp(record)`` adds provenance
+    before a record is written.
     """
     results_path = out / "results.jsonl"
-    todo = pending(runs, key, results_path)
+    units = (plan_units or (lambda todo: [[r] for r in todo]))(pending(runs, key, results_path))
     sliced = world > 1 and slice_runs
     my_path = out / f"results.rank{rank}.jsonl" if sliced else results_path
     if sliced:
-        todo = todo[rank::world]
         done_here = {r["key"] for r in read_jsonl(my_path)}
-        todo = [r for r in todo if key(r) not in done_here]
+        units = [[r for r in u if key(r) not in done_here] for u in units[rank::world]]
+        units = [u for u in units if u]
     writer = rank == 0 or sliced
-    bar = tqdm(total=len(todo), desc=f"{desc} (rank {rank})", disable=not (progress and writer))
-    records = results_iter(todo) if results_iter is not None else map(run_one, todo)
-    for rec in records:
+    bar = tqdm(
+        total=sum(map(len, units)), desc=f"{desc} (rank {rank})", disable=not (progress and writer)
+    )
+    for rec in run_units(units):
         if stamp is not None:
             stamp(rec)
         if writer:
@@ -107,6 +112,11 @@ def execute(
     if sliced and rank == 0:
         merge_rank_results(out)
     barrier(world)
+
+
+def one_at_a_time(run_one: Callable[[R], dict[str, Any]]) -> Callable[[list[list[R]]], Any]:
+    """``run_units`` for runs trained one after the other."""
+    return lambda units: (run_one(r) for u in units for r in u)
 
 
 def merge_rank_results(out: Path) -> int:

@@ -28,7 +28,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, DistributedSampler
 
-from benchmarks.harness import StageError, barrier, dist_info, execute, planned_records
+from benchmarks.harness import (
+    StageError,
+    barrier,
+    dist_info,
+    execute,
+    one_at_a_time,
+    planned_records,
+)
 from benchmarks.strategies import STRATEGIES, StrategyInputs
 from benchmarks.table1_config import (
     DISCOVERY_KEYS,
@@ -663,17 +670,12 @@ def run_table1(cfg: Table1Config, out: Path, progress: bool = True) -> dict[str,
     execute(
         plan_runs(cfg),
         lambda r: r.key(cfg),
-        lambda r: run_strategy(
-            cfg,
-            r,
-            stages[r.model],
-            inputs,
-            out,
-            rank if ddp else 0,
-            world if ddp else 1,
-            progress=False,
-        ),  # fmt: skip
         out,
+        one_at_a_time(
+            lambda r: run_strategy(
+                cfg, r, stages[r.model], inputs, out, rank if ddp else 0, world if ddp else 1
+            )  # fmt: skip
+        ),
         rank=rank,
         world=world,
         stamp=stamp,

@@ -2,7 +2,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from benchmarks.harness import config_digest, execute, merge_rank_results, pending, planned_records
+from benchmarks.harness import (
+    config_digest,
+    execute,
+    merge_rank_results,
+    one_at_a_time,
+    pending,
+    planned_records,
+)
 from subind.io import append_jsonl, read_jsonl
 
 
@@ -32,10 +39,10 @@ def test_execute_skips_finished_runs_and_resumes(tmp_path):
         return _run(n)
 
     with pytest.raises(RuntimeError):
-        execute([1, 2, 3, 4], lambda n: f"k{n}", run_one, tmp_path, progress=False)
+        execute([1, 2, 3, 4], lambda n: f"k{n}", tmp_path, one_at_a_time(run_one), progress=False)
     assert [r["key"] for r in read_jsonl(tmp_path / "results.jsonl")] == ["k1", "k2"]
     assert pending([1, 2, 3, 4], lambda n: f"k{n}", tmp_path / "results.jsonl") == [3, 4]
-    execute([1, 2, 3, 4], lambda n: f"k{n}", run_one, tmp_path, progress=False,
+    execute([1, 2, 3, 4], lambda n: f"k{n}", tmp_path, one_at_a_time(run_one), progress=False,
             stamp=lambda r: r.update(stamped=True))  # fmt: skip
     recs = read_jsonl(tmp_path / "results.jsonl")
     assert [r["key"] for r in recs] == ["k1", "k2", "k3", "k4"]
@@ -58,7 +65,21 @@ def test_rank_slices_cover_every_run_once_and_merge(tmp_path):
     assert not list(tmp_path.glob("results.rank*.jsonl"))
 
 
-def test_results_iter_replaces_the_loop(tmp_path):
-    execute([1, 2], lambda n: f"k{n}", None, tmp_path, progress=False,
-            results_iter=lambda todo: (_run(n) for n in reversed(todo)))  # fmt: skip
-    assert [r["key"] for r in read_jsonl(tmp_path / "results.jsonl")] == ["k2", "k1"]
+def test_units_are_planned_over_pending_runs_and_may_come_back_in_any_order(tmp_path):
+    append_jsonl(tmp_path / "results.jsonl", _run(2))
+    seen = []
+
+    def run_units(units):
+        seen.extend(units)
+        return (_run(n) for u in reversed(units) for n in u)
+
+    execute([1, 2, 3, 4, 5], lambda n: f"k{n}", tmp_path, run_units, progress=False,
+            plan_units=lambda todo: [todo[i : i + 2] for i in range(0, len(todo), 2)])  # fmt: skip
+    assert seen == [[1, 3], [4, 5]]
+    assert [r["key"] for r in read_jsonl(tmp_path / "results.jsonl")] == [
+        "k2",
+        "k4",
+        "k5",
+        "k1",
+        "k3",
+    ]
