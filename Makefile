@@ -1,10 +1,11 @@
-# `make demo`: set up .venv and run the quick arithmetic reproduction (paper Figure 3) on CPU.
+# `make demo`: set up .venv and run the vision experiment's mini preset (paper Tables 1-2) on CPU.
+# `make demo-fig3`: set up .venv and run the quick arithmetic reproduction (paper Figure 3).
 # `make test`: set up .venv and run the test suite (slow tests excluded; `make test-slow` runs them).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint clean
+.PHONY: setup demo demo-fig3 test test-slow lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
+	$(BIN)/subind-bench run table1 --preset mini --out runs/table1-mini
+
+demo-fig3: setup
 	$(BIN)/subind-bench run fig3 --preset quick --out runs/fig3-quick
 
 test: setup
