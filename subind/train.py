@@ -79,6 +79,9 @@ class TrainConfig:
     checkpoint_dir: str | None = None  # keep a resumable checkpoint here; fit() resumes from it
     checkpoint_every: int | None = None  # write it every N steps; None: after each evaluation
     amp: str | None = None  # "bf16": autocast the loss to bfloat16 on CUDA (fp32 on CPU)
+    # BatchNorm layers stay in eval mode while training: running statistics frozen, as a linear
+    # probe on a frozen backbone needs (Linear FT).
+    norm_eval: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -400,6 +403,13 @@ def fit(
     seconds0, start = s.seconds, time.perf_counter()
     loss_sum = torch.tensor(s.loss_sum, dtype=torch.float64, device=params[0].device)
 
+    def train_mode() -> None:
+        net.train()
+        if config.norm_eval:
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
     def spent() -> bool:
         return config.max_steps is not None and s.step >= config.max_steps
 
@@ -456,7 +466,7 @@ def fit(
                     f"checkpoint had trained on {skip}: it must be deterministic per epoch"
                 )
             _set_rng(rng)
-        net.train()
+        train_mode()
         for batch in batches:
             with autocast():
                 loss = loss_fn(net, batch)
@@ -469,7 +479,7 @@ def fit(
             bar.update()
             if (config.eval_every and s.step % config.eval_every == 0) or spent():
                 evaluate_and_select()
-                net.train()
+                train_mode()
             if ckpt is not None and (
                 (config.checkpoint_every and s.step % config.checkpoint_every == 0)
                 or (config.checkpoint_every is None and s.evaluated)
@@ -481,11 +491,11 @@ def fit(
             if config.eval_every is None:
                 evaluate_and_select()
             s.epoch, s.batch = s.epoch + 1, 0
-            if ckpt is not None and config.checkpoint_every is None and s.evaluated:
+            if ckpt is not None and config.checkpoint_every is None and config.eval_every is None:
                 save()
-    bar.close()
     if not s.evaluated:  # the last steps were not evaluated yet (or there were none)
         evaluate_and_select()
+    bar.close()
     if ckpt is not None:
         save()
     assert best_state is not None, "expected at least one evaluation"
