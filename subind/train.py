@@ -12,7 +12,10 @@ state (torch, python ``random``, numpy) for the same epoch, e.g. a shuffle seede
 RNG. ``fit`` restores the RNG state it saw at the start of the interrupted epoch, calls
 ``epoch_batches(epoch)`` again and draws (and discards) the batches already trained on, then
 restores the RNG state of the checkpoint. Skipping thus costs the loading of at most one epoch's
-batches, no forward or backward pass.
+batches, no forward or backward pass; since the skipped batches are really drawn, random
+augmentations (in the main process or in DataLoader workers, whose seeds come from the epoch's
+RNG; not with ``persistent_workers``) replay too. On CUDA, "exact" further needs deterministic
+kernels (``torch.use_deterministic_algorithms``); otherwise a resumed run differs by float noise.
 """
 
 from __future__ import annotations
@@ -382,7 +385,8 @@ def fit(
     BatchNorm statistics) are broadcast from rank 0; ``evaluate`` runs on every rank on the
     unwrapped model (it may shard its data and all-reduce) and rank 0's metrics are used by all,
     so every rank selects and returns the same state. Rank 0 writes the checkpoints (a resumed
-    run must see them at the same path, with the same world size)."""
+    run must see them at the same path, with the same world size). With NCCL each rank must have
+    set its CUDA device (``torch.cuda.set_device(local_rank)``) and moved the model there."""
     rank, world = dist_info()
     params = [p for p in model.parameters() if p.requires_grad]
     assert params, "expected at least one trainable parameter"
