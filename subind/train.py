@@ -195,7 +195,8 @@ def epochs_for(max_steps: int, steps_per_epoch: int) -> int:
 def _get_rng() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this rank's device only: touching every device would open a context on each
+        state["cuda"] = torch.cuda.get_rng_state()
     try:
         import numpy as np
 
@@ -210,7 +211,7 @@ def _set_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
     if "numpy" in state:
         import numpy as np
 
