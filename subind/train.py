@@ -12,7 +12,10 @@ state (torch, python ``random``, numpy) for the same epoch, e.g. a shuffle seede
 RNG. ``fit`` restores the RNG state it saw at the start of the interrupted epoch, calls
 ``epoch_batches(epoch)`` again and draws (and discards) the batches already trained on, then
 restores the RNG state of the checkpoint. Skipping thus costs the loading of at most one epoch's
-batches, no forward or backward pass.
+batches, no forward or backward pass; since the skipped batches are really drawn, random
+augmentations (in the main process or in DataLoader workers, whose seeds come from the epoch's
+RNG; not with ``persistent_workers``) replay too. On CUDA, "exact" further needs deterministic
+kernels (``torch.use_deterministic_algorithms``); otherwise a resumed run differs by float noise.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ class TrainConfig:
     checkpoint_dir: str | None = None  # keep a resumable checkpoint here; fit() resumes from it
     checkpoint_every: int | None = None  # write it every N steps; None: after each evaluation
     amp: str | None = None  # "bf16": autocast the loss to bfloat16 on CUDA (fp32 on CPU)
+    # BatchNorm layers stay in eval mode while training: running statistics frozen, as a linear
+    # probe on a frozen backbone needs (Linear FT).
+    norm_eval: bool = False
     # Train across the ranks of an initialized process group with DDP. Off by default: a rank that
     # trains runs of its own (e.g. a rank-sliced sweep, a stage only rank 0 runs) must not wait
     # for the others.
@@ -193,7 +199,8 @@ def epochs_for(max_steps: int, steps_per_epoch: int) -> int:
 def _get_rng() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this rank's device only: touching every device would open a context on each
+        state["cuda"] = torch.cuda.get_rng_state()
     try:
         import numpy as np
 
@@ -208,7 +215,7 @@ def _set_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
     if "numpy" in state:
         import numpy as np
 
@@ -384,7 +391,8 @@ def fit(
     BatchNorm statistics) are broadcast from rank 0; ``evaluate`` runs on every rank on the
     unwrapped model (it may shard its data and all-reduce) and rank 0's metrics are used by all,
     so every rank selects and returns the same state. Rank 0 writes the checkpoints (a resumed
-    run must see them at the same path, with the same world size)."""
+    run must see them at the same path, with the same world size). With NCCL each rank must have
+    set its CUDA device (``torch.cuda.set_device(local_rank)``) and moved the model there."""
     rank, world = dist_info() if config.ddp else (0, 1)
     params = [p for p in model.parameters() if p.requires_grad]
     assert params, "expected at least one trainable parameter"
@@ -404,6 +412,13 @@ def fit(
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids, **_no_forward_sync())
     seconds0, start = s.seconds, time.perf_counter()
     loss_sum = torch.tensor(s.loss_sum, dtype=torch.float64, device=params[0].device)
+
+    def train_mode() -> None:
+        net.train()
+        if config.norm_eval:
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
     def spent() -> bool:
         return config.max_steps is not None and s.step >= config.max_steps
@@ -461,7 +476,7 @@ def fit(
                     f"checkpoint had trained on {skip}: it must be deterministic per epoch"
                 )
             _set_rng(rng)
-        net.train()
+        train_mode()
         for batch in batches:
             with autocast():
                 loss = loss_fn(net, batch)
@@ -474,7 +489,7 @@ def fit(
             bar.update()
             if (config.eval_every and s.step % config.eval_every == 0) or spent():
                 evaluate_and_select()
-                net.train()
+                train_mode()
             if ckpt is not None and (
                 (config.checkpoint_every and s.step % config.checkpoint_every == 0)
                 or (config.checkpoint_every is None and s.evaluated)
@@ -486,11 +501,11 @@ def fit(
             if config.eval_every is None:
                 evaluate_and_select()
             s.epoch, s.batch = s.epoch + 1, 0
-            if ckpt is not None and config.checkpoint_every is None and s.evaluated:
+            if ckpt is not None and config.checkpoint_every is None and config.eval_every is None:
                 save()
-    bar.close()
     if not s.evaluated:  # the last steps were not evaluated yet (or there were none)
         evaluate_and_select()
+    bar.close()
     if ckpt is not None:
         save()
     assert best_state is not None, "expected at least one evaluation"

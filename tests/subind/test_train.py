@@ -101,9 +101,8 @@ def _old_fit(model, epoch_batches, loss_fn, evaluate, config):
 @pytest.mark.parametrize("stop", [None, 0.6])
 def test_defaults_reproduce_the_old_loop_bit_for_bit(stop):
     cfg = TrainConfig(epochs=6, lr=1e-2, stop_at_accuracy=stop)
-    torch.manual_seed(5)
     old = _model()
-    torch.manual_seed(5)
+    torch.manual_seed(5)  # the dropout and shuffles draw from here on
     ref = _old_fit(old, _batches(), _loss, _acc, cfg)
     new = _model()
     torch.manual_seed(5)
@@ -156,7 +155,7 @@ def test_step_budget_and_evaluation_every_n_steps():
         _model(), _batches(12), _loss, _acc, TrainConfig(epochs=9, max_steps=6), progress=False
     )
     assert [(h["epoch"], h["step"]) for h in res.history] == [(0, 4), (1, 6)]
-    # the budget is an upper bound's partner: epochs end the run first if they are fewer
+    # epochs stay an upper bound: too few of them end the run before the budget
     res = fit(
         _model(), _batches(12), _loss, _acc, TrainConfig(epochs=2, max_steps=99), progress=False
     )
@@ -286,6 +285,43 @@ def test_loader_epochs_makes_a_dataloader_resumable(tmp_path):
     res = fit(model, loader(), _loss, _acc, ck, progress=False)
     assert res.resumed_from == 9 and _same_state(ref_model, model)
     assert res.history == ref.history
+
+
+def test_loader_epochs_sets_the_distributed_samplers_epoch():
+    ds = torch.utils.data.TensorDataset(X, Y)
+    sampler = torch.utils.data.DistributedSampler(ds, num_replicas=2, rank=1, seed=1)
+    epochs = LoaderEpochs(torch.utils.data.DataLoader(ds, 8, sampler=sampler))
+    order = [b[1].tolist() for b in epochs(3)]
+    assert sampler.epoch == 3 and len(order) == 3  # this rank's half of 6 batches
+    list(epochs(0))
+    assert [b[1].tolist() for b in epochs(3)] == order != [b[1].tolist() for b in epochs(4)]
+
+
+def test_norm_eval_keeps_batchnorm_statistics():
+    def bn_model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(D, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, C))
+
+    for norm_eval in (False, True):
+        model = bn_model()
+        model[0].requires_grad_(False)  # a frozen backbone, a trained head
+        fit(
+            model,
+            _batches(),
+            _loss,
+            _acc,
+            TrainConfig(epochs=1, norm_eval=norm_eval),
+            progress=False,
+        )
+        assert torch.equal(model[1].running_mean, torch.zeros(8)) == norm_eval
+        assert int(model[1].num_batches_tracked) == (0 if norm_eval else 6)
+
+
+def test_progress_bar_shows_step_loss_val_best(capsys):
+    fit(_model(), _batches(), _loss, _acc, TrainConfig(epochs=2, max_steps=9), desc="demo")
+    err = capsys.readouterr().err
+    assert "demo" in err and "/9" in err  # steps out of the budget
+    assert all(f"{k}=" in err for k in ("loss", "val", "best"))
 
 
 def _transferred(seed_fresh=1):
