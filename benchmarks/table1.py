@@ -16,6 +16,7 @@ fig5.png. Finished stages and runs are cached in the output directory and reused
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -67,9 +68,17 @@ NUM_CLASSES = 16
 
 
 def device_of(cfg: Table1Config) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    """cfg.device, "auto" meaning CUDA when available; a bare "cuda" under torchrun is the local
+    rank's GPU (set as the current device, as NCCL needs)."""
+    name = cfg.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 # --- inputs and data ----------------------------------------------------------------------------
