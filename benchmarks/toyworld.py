@@ -596,8 +596,17 @@ def _augment(x: torch.Tensor, arch: VisionArch, g: torch.Generator) -> torch.Ten
     return x
 
 
+def _is_cnn(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
 def pretrain(
-    arch: VisionArch, world: World, cfg: PretrainConfig, out: str | Path, progress: bool = True
+    arch: VisionArch,
+    world: World,
+    cfg: PretrainConfig,
+    out: str | Path,
+    progress: bool = True,
+    monitor: Callable[[torch.nn.Module], dict[str, float]] | None = None,
 ) -> Path:
     """Train ``arch.build(len(world.pretrain_classes))`` on ``world.pretrain_dir`` and save its
     torchvision-style state dict at ``out`` (``.safetensors`` or, otherwise, ``torch.save``),
@@ -618,25 +627,32 @@ def pretrain(
     for label in range(len(world.pretrain_classes)):
         held[torch.nonzero(y == label).flatten()[: cfg.holdout_per_class]] = True
     x_train, y_train, x_val, y_val = x[~held], y[~held], x[held], y[held]
+    monitored: list[dict[str, float]] = []
     torch.manual_seed(cfg.seed)
     model = arch.build(len(world.pretrain_classes))
+    # channels_last made resnet18-mini's CPU training step 2.5x faster (and ViT's slower)
+    fmt = torch.channels_last if _is_cnn(model) else torch.contiguous_format
+    model = model.to(memory_format=fmt)
 
     def epoch_batches(epoch: int):
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(y_train), generator=g)
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            yield _normalize(_augment(x_train[idx], arch, g)), y_train[idx]
+            xb = _normalize(_augment(x_train[idx], arch, g))
+            yield xb.contiguous(memory_format=fmt), y_train[idx]
 
     def loss_fn(m: torch.nn.Module, batch) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
 
     @torch.no_grad()
     def evaluate(m: torch.nn.Module) -> float:
-        correct = sum(
-            int((m(_normalize(x_val[i : i + 256])).argmax(1) == y_val[i : i + 256]).sum())
-            for i in range(0, len(y_val), 256)
-        )
+        correct = 0
+        for i in range(0, len(y_val), 256):
+            logits = m(_normalize(x_val[i : i + 256]).contiguous(memory_format=fmt))
+            correct += int((logits.argmax(1) == y_val[i : i + 256]).sum())
+        if monitor is not None:
+            monitored.append(monitor(m))
         return correct / max(len(y_val), 1)
 
     train_cfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -657,6 +673,7 @@ def pretrain(
         "holdout_accuracy": result.best_accuracy,
         "best_epoch": result.best_epoch,
         "history": result.history,
+        "monitor": monitored,
         "seconds": round(time.perf_counter() - t0, 2),
         "provenance": provenance(),
     }

@@ -83,28 +83,43 @@ def main() -> None:
     keep = shape != texture
     print(f"world: {t_world:.1f} s  {json.dumps(dataclasses.asdict(wcfg))}")
     print(f"pretrain: {json.dumps(dataclasses.asdict(pcfg))}")
-    print(
-        "| arch | holdout (pretrain classes) | original | pooled | cue shape | cue texture | shape bias | pretrain s |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-    for name in args.archs.split(","):
-        arch = ARCHS.get(name)
-        t1 = time.perf_counter()
-        path = pretrain(arch, world, pcfg, out / f"{name}.pth", progress=False)
-        secs = time.perf_counter() - t1
-        meta = json.loads(Path(str(path) + ".json").read_text())
-        model = arch.build(len(world.pretrain_classes))
-        load_weights(model, path)
-        model.eval()
-        orig = float((_decide(model, x_val, idx) == y_val).float().mean())
-        pool = float((_decide(model, x_pool, idx) == y_pool).float().mean())
+
+    @torch.no_grad()
+    def metrics(model) -> dict[str, float]:
         d = _decide(model, x_cue, idx)[keep]
         s_dec = float((d == shape[keep]).float().mean())
         t_dec = float((d == texture[keep]).float().mean())
-        bias = s_dec / max(s_dec + t_dec, 1e-9)
+        return {
+            "original": float((_decide(model, x_val, idx) == y_val).float().mean()),
+            "pooled": float((_decide(model, x_pool, idx) == y_pool).float().mean()),
+            "cue_shape": s_dec,
+            "cue_texture": t_dec,
+            "shape_bias": s_dec / max(s_dec + t_dec, 1e-9),
+        }
+
+    print(
+        "| arch | epoch | holdout | original | pooled | cue shape | cue texture | shape bias | s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.archs.split(","):
+        arch = ARCHS.get(name)
+        t1 = time.perf_counter()
+        path = pretrain(arch, world, pcfg, out / f"{name}.pth", progress=False, monitor=metrics)
+        secs = time.perf_counter() - t1
+        meta = json.loads(Path(str(path) + ".json").read_text())
+        for h, m in zip(meta["history"], meta["monitor"], strict=True):
+            print(
+                f"| {name} | {h['epoch'] + 1} | {h['val_accuracy']:.3f} | {m['original']:.3f} | "
+                f"{m['pooled']:.3f} | {m['cue_shape']:.3f} | {m['cue_texture']:.3f} | "
+                f"{m['shape_bias']:.3f} | |"
+            )
+        model = arch.build(len(world.pretrain_classes))
+        load_weights(model, path)
+        m = metrics(model.eval())
         print(
-            f"| {name} | {meta['holdout_accuracy']:.3f} | {orig:.3f} | {pool:.3f} | {s_dec:.3f} | "
-            f"{t_dec:.3f} | {bias:.3f} | {secs:.0f} |",
+            f"| **{name}** (saved) | {meta['best_epoch'] + 1} | {meta['holdout_accuracy']:.3f} | "
+            f"{m['original']:.3f} | {m['pooled']:.3f} | {m['cue_shape']:.3f} | "
+            f"{m['cue_texture']:.3f} | {m['shape_bias']:.3f} | {secs:.0f} |",
             flush=True,
         )
 
