@@ -100,10 +100,16 @@ class PooledImages(Dataset):
     or ``hf://datasets/ORG/NAME[@REV]`` whose subfolder ``<subset>`` is such a build. Item i ->
     (transform(image), 16-class label). ``sources`` lists each sample's original image path
     (relative to the ImageNet folder; for disjointness checks) and ``labels`` the labels, in the
-    order of the shards in the manifest.
+    order of the shards in the manifest. ``cache_dir``: the Hugging Face cache for ``hf://``.
     """
 
-    def __init__(self, source: str | Path, subset: str, transform: Transform | None) -> None:
+    def __init__(
+        self,
+        source: str | Path,
+        subset: str,
+        transform: Transform | None,
+        cache_dir: str | None = None,
+    ) -> None:
         from meanpool.loader import _samples, shard_urls
 
         loc = f"{str(source).rstrip('/')}/{subset}" if str(source).startswith("hf://") else None
@@ -117,7 +123,8 @@ class PooledImages(Dataset):
         self._jpgs: list[bytes] = []
         self.labels: list[int] = []
         self.sources: list[str] = []
-        for s in _samples({"url": u} for u in shard_urls(folder)):
+        urls = shard_urls(folder, cache_dir)
+        for s in _samples(({"url": u} for u in urls), cache_dir):
             self._jpgs.append(s["jpg"])
             self.labels.append(int(s["cls"]))
             self.sources.append(json.loads(s["json"])["source"])

@@ -223,19 +223,29 @@ def head_outputs(state_dict: Mapping[str, torch.Tensor], arch: VisionArch) -> in
     return int(state_dict[key].shape[0])
 
 
-def load_weights(model: nn.Module, path: str | Path | Mapping[str, torch.Tensor]) -> None:
+def load_weights(
+    model: nn.Module,
+    path: str | Path | Mapping[str, torch.Tensor],
+    *,
+    name: str | None = None,
+) -> None:
     """Load a state dict (a file as in :func:`read_weights`, or a dict) into ``model`` strictly.
 
     Raises WeightsError naming the first missing key, mismatched shape or unexpected key (in the
     model's parameter order) before anything is copied, so a failed load leaves ``model`` as it was.
+    ``name``: how messages call the weights (default: the path, or "the state dict").
     """
     sd = read_weights(path) if isinstance(path, str | Path) else dict(path)
-    where = f"{path}" if isinstance(path, str | Path) else "the state dict"
+    where = name or (f"{path}" if isinstance(path, str | Path) else "the state dict")
     expected = model.state_dict()
-    fix = f"pass a {type(model).__name__} state dict of the architecture given (check --arch)"
-    for key, tensor in expected.items():
+    fix = "pass weights of the same architecture and size (check --arch)"
+    # BatchNorm fills in a missing num_batches_tracked itself (torchvision's 2017 ResNet files
+    # predate that buffer), so only the other keys must be present.
+    needed = [k for k in expected if not k.endswith("num_batches_tracked")]
+    for key in needed:
+        tensor = expected[key]
         if key not in sd:
-            more = sum(k not in sd for k in expected) - 1
+            more = sum(k not in sd for k in needed) - 1
             extra = f" (and {more} more)" if more else ""
             raise WeightsError(f"{where} does not fit: missing key {key!r}{extra}; {fix}")
         if tuple(sd[key].shape) != tuple(tensor.shape):

@@ -74,3 +74,28 @@ def test_dataloader_workers_each_read_their_own_shards(built):
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
     labels = sorted(int(c) for _, c in dl)
     assert labels == list(range(16))
+
+
+def test_hf_subfolder_holds_its_own_build(built, tmp_path, offline):
+    # A repo with one build per subset: hf://datasets/ORG/NAME/<subset> reads that subfolder.
+    import shutil
+
+    cache = tmp_path / "hf"
+    snap = fill_hf_cache(cache, "org/subsets", built)
+    shutil.copytree(built, snap / "discovery")
+    urls = loader.shard_urls("hf://datasets/org/subsets/discovery", cache_dir=str(cache))
+    manifest = json.loads((built / "manifest.json").read_text())
+    assert urls == [f"hf://datasets/org/subsets/discovery/{s['name']}" for s in manifest["shards"]]
+    hub = _keys(loader.dataset("hf://datasets/org/subsets/discovery", cache_dir=str(cache)))
+    assert hub == _keys(loader.dataset(built))
+
+
+def test_vision_pooled_images_read_a_real_build(built):
+    from subind.vision.data import PooledImages
+
+    ds = PooledImages(built.parent, built.name, None)
+    samples = list(loader.dataset(built))
+    assert len(ds) == 16 and ds.labels == [s["cls"] for s in samples]
+    assert ds.sources == [s["json"]["source"] for s in samples]
+    assert all(src.startswith("train/") for src in ds.sources)
+    assert ds[0][0].size == samples[0]["image"].size

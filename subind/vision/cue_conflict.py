@@ -1,0 +1,197 @@
+"""Cue-conflict stimuli (Geirhos et al., ICLR 2019), their three metrics and response files in
+model-vs-human's CSV format.
+
+Layout: ``<root>/<shape>/<shape><n>-<texture><m>.png`` (the shape class is the folder, the
+texture class is parsed from the file name), e.g. ``cat/cat1-airplane1.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meanpool.imagenet import IMAGE_SUFFIXES, sixteen_classes
+from subind.io import write_text_atomic
+
+_NAME_RE = re.compile(r"^(?P<shape>[A-Za-z]+)\d*-(?P<texture>[A-Za-z]+)\d*$")
+CSV_COLUMNS = ("subj", "session", "trial", "rt", "object_response", "category", "condition",
+               "imagename")  # fmt: skip
+MISSING = ("na", "nan", "")  # how a missing response is written (model-vs-human writes "na")
+
+
+class CueConflictError(ValueError):
+    """Stimuli or a responses file that cannot be read (one-line message)."""
+
+
+@dataclass(frozen=True)
+class Stimulus:
+    path: Path  # the image file
+    name: str  # its file name, e.g. "cat1-airplane1.png"
+    shape: str  # shape class (the folder)
+    texture: str  # texture class (parsed from the name)
+
+
+def parse_stimulus_name(name: str) -> tuple[str, str]:
+    """(shape, texture) from a stimulus file name: "cat1-airplane1.png" -> ("cat", "airplane").
+
+    model-vs-human prefixes names with trial fields joined by "_"
+    ("0001_s5n_s01_0_bird_00_bird3-bird2.png"); the stimulus is the last "_" field.
+    """
+    stem = Path(name.rsplit("_", 1)[-1]).stem
+    m = _NAME_RE.match(stem)
+    if not m:
+        raise CueConflictError(
+            f"cannot parse the stimulus name {name!r}; expected <shape><n>-<texture><m>.png "
+            f"(e.g. cat1-airplane1.png), optionally after a '_'-separated prefix"
+        )
+    return m["shape"].lower(), m["texture"].lower()
+
+
+def scan_cue_conflict(root: str | Path) -> list[Stimulus]:
+    """Every stimulus under ``root`` (sorted by shape folder, then name). Raises
+    CueConflictError if there are none, or a name does not parse, names an unknown class or
+    disagrees with its folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CueConflictError(
+            f"cue-conflict folder {root} does not exist; pass Geirhos et al.'s "
+            f"style-transfer-preprocessed-512 folder (<shape>/<shape><n>-<texture><m>.png)"
+        )
+    classes = set(sixteen_classes()[0])
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(folder.iterdir()):
+            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            shape, texture = parse_stimulus_name(path.name)
+            if shape != folder.name:
+                raise CueConflictError(
+                    f"{path} names shape {shape!r} but lies in folder {folder.name!r}; the "
+                    f"shape class must be the folder (<shape>/<shape><n>-<texture><m>.png)"
+                )
+            for cls in (shape, texture):
+                if cls not in classes:
+                    raise CueConflictError(
+                        f"{path} names class {cls!r}, not one of the 16 categories "
+                        f"({', '.join(sorted(classes))})"
+                    )
+            out.append(Stimulus(path, path.name, shape, texture))
+    if not out:
+        raise CueConflictError(
+            f"no cue-conflict images under {root}; expected <shape>/<shape><n>-<texture><m>.png"
+        )
+    return out
+
+
+def cue_conflict_metrics(rows: Iterable[tuple[str, str, str | None]]) -> dict[str, Any]:
+    """The three metrics over (shape, texture, response) rows; response None = no answer.
+
+    Rows whose shape and texture class are the same are left out of everything (counted in
+    ``n_excluded_same_class``). Of the ``n`` rows kept:
+
+    - accuracy   = shape_decisions / n
+    - robustness = 1 - texture_decisions / n
+    - shape_bias = shape_decisions / (shape_decisions + texture_decisions) (None if both are 0)
+
+    A missing response (counted in ``n_missing``) stays in ``n``: it is neither a shape nor a
+    texture decision, so it counts as wrong in accuracy, as not misled in robustness, and not at
+    all in shape bias. Responses naming a third class are treated the same way. Ratios are None
+    when ``n`` is 0.
+    """
+    n = excluded = missing = shape_dec = texture_dec = 0
+    for shape, texture, response in rows:
+        if shape == texture:
+            excluded += 1
+            continue
+        n += 1
+        if response is None:
+            missing += 1
+        elif response == shape:
+            shape_dec += 1
+        elif response == texture:
+            texture_dec += 1
+    decided = shape_dec + texture_dec
+    return {
+        "accuracy": shape_dec / n if n else None,
+        "robustness": 1 - texture_dec / n if n else None,
+        "shape_bias": shape_dec / decided if decided else None,
+        "n": n,
+        "n_excluded_same_class": excluded,
+        "n_missing": missing,
+        "shape_decisions": shape_dec,
+        "texture_decisions": texture_dec,
+    }
+
+
+def per_class_metrics(rows: Iterable[tuple[str, str, str | None]]) -> dict[str, dict[str, Any]]:
+    """{shape class: cue_conflict_metrics of its rows} (paper C.3), classes sorted."""
+    by_class: dict[str, list[tuple[str, str, str | None]]] = {}
+    for row in rows:
+        by_class.setdefault(row[0], []).append(row)
+    return {c: cue_conflict_metrics(by_class[c]) for c in sorted(by_class)}
+
+
+# ----------------------------------------------------------------------------- response files
+def write_responses_csv(
+    path: str | Path,
+    stimuli: Sequence[Stimulus],
+    responses: Sequence[str | None],
+    subj: str,
+    session: int = 1,
+) -> None:
+    """Write one row per stimulus (atomically) in model-vs-human's raw-data format:
+    subj, session, trial (1-based), rt ("NaN": models have none), object_response ("na" for
+    None), category (the shape class), condition (0), imagename (the stimulus file name)."""
+    assert len(stimuli) == len(responses), (
+        f"expected one response per stimulus, got {len(responses)} for {len(stimuli)}"
+    )
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for trial, (s, r) in enumerate(zip(stimuli, responses, strict=True), 1):
+        w.writerow([subj, session, trial, "NaN", "na" if r is None else r, s.shape, 0, s.name])
+    write_text_atomic(path, buf.getvalue())
+
+
+def read_responses_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a responses CSV as dicts (all values strings). Raises CueConflictError if the
+    file is missing or lacks the columns that scoring needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CueConflictError(f"responses file {path} does not exist")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        need = {"object_response", "category", "imagename"}
+        lacking = sorted(need - set(reader.fieldnames or ()))
+        if lacking:
+            raise CueConflictError(
+                f"{path} lacks the column(s) {', '.join(lacking)}; expected model-vs-human's "
+                f"format ({','.join(CSV_COLUMNS)})"
+            )
+        return list(reader)
+
+
+def response_rows(records: Iterable[dict[str, str]]) -> list[tuple[str, str, str | None]]:
+    """(shape, texture, response) per CSV row: shape = ``category``, texture parsed from
+    ``imagename``, response None where ``object_response`` is "na" (or empty / NaN)."""
+    rows = []
+    for r in records:
+        _, texture = parse_stimulus_name(r["imagename"])
+        resp = r["object_response"].strip()
+        rows.append((r["category"].strip(), texture, None if resp.lower() in MISSING else resp))
+    return rows
+
+
+def score_files(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """{"files": {path: metrics}, "pooled": metrics over the rows of all files}."""
+    files, pooled = {}, []
+    for p in paths:
+        rows = response_rows(read_responses_csv(p))
+        files[str(p)] = cue_conflict_metrics(rows)
+        pooled += rows
+    return {"files": files, "pooled": cue_conflict_metrics(pooled)}
