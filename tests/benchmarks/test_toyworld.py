@@ -197,3 +197,34 @@ def test_pretrain_refuses_another_image_size(world, tmp_path):
 def test_pooled_shards_decode_as_jpeg(world):
     samples = list(loader._samples({"url": u} for u in loader.shard_urls(world.pooled_dir / "val")))
     assert Image.open(io.BytesIO(samples[0]["jpg"])).format == "JPEG"
+
+
+def test_world_runs_through_the_vision_evaluation(world, tmp_path):
+    """The paper preset's readers take the world as they take the real data."""
+    from subind.vision.cue_conflict import scan_cue_conflict
+    from subind.vision.data import PooledImages
+    from subind.vision.evaluate import EvalConfig, evaluate_model, load_decision_mapping
+
+    stimuli = scan_cue_conflict(world.cue_conflict_dir)
+    assert sum(s.shape == s.texture for s in stimuli) == 16 * TINY.cue_shapes_per_class
+    pooled = PooledImages(world.pooled_dir, "val", None)
+    assert sorted(pooled.sources) == sorted(it.rel for it in scan(world.imagenet_dir)["val"])
+    arch = _tiny_vit()
+    path = pretrain(arch, world, PretrainConfig(epochs=1), tmp_path / "m.pth", progress=False)
+    model = arch.build(len(world.pretrain_classes))
+    load_weights(model, path)
+    res = evaluate_model(
+        model.eval(),
+        arch,
+        imagenet_dir=world.imagenet_dir,
+        pooled=world.pooled_dir,
+        cue_conflict_dir=world.cue_conflict_dir,
+        mapping=load_decision_mapping(world.decision_mapping),
+        out_dir=tmp_path / "eval",
+        tag="tiny",
+        cfg=EvalConfig(device="cpu"),
+        log=lambda _: None,
+    )
+    assert res["original_n"] == res["pooled_n"] == 16 * TINY.val_per_class
+    assert res["cue_conflict"]["n_excluded_same_class"] == 16 * TINY.cue_shapes_per_class
+    assert (tmp_path / "eval" / "responses" / "tiny.csv").is_file()
