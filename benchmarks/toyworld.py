@@ -20,6 +20,7 @@ mean pooling over the known segments erases the texture and keeps only the silho
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -44,10 +45,8 @@ from subind.io import write_json_atomic, write_with_atomic
 from subind.provenance import provenance
 from subind.registry import Registry
 from subind.train import TrainConfig, fit
-
-# torchvision's ImageNet statistics, as the eval transform of subind.vision.data normalises with.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from subind.vision.data import IMAGENET_MEAN, IMAGENET_STD
+from subind.vision.models import VisionArch
 
 WORLD_FILE = "world.json"
 WORLD_FORMAT = "subind-toyworld/1"
@@ -253,32 +252,40 @@ def category_wnids() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- rendering
-def _background(rng: np.random.Generator, s: int, flat: bool, horizon: bool, cfg: WorldConfig):
-    """(HW3 float background, HW int region labels 0/1)."""
+@functools.lru_cache(maxsize=8)
+def _grid(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (yy, xx), each (s, s), and the (s, 6) bilinear upsampling matrix
+    from a 6-point grid (background blobs)."""
     yy, xx = np.mgrid[0:s, 0:s] + 0.5
+    t = np.linspace(0, 5, s)
+    i0 = np.minimum(t.astype(int), 4)
+    up = np.zeros((s, 6))
+    up[np.arange(s), i0] = 1 - (t - i0)
+    up[np.arange(s), i0 + 1] = t - i0
+    return yy, xx, up
+
+
+def _background(rng: np.random.Generator, s: int, flat: bool, horizon: bool, cfg: WorldConfig):
+    """(HW3 float background, HW int region labels 0/1). Each region has a random base colour,
+    plus (unless ``flat``) class-free blobs whose mean over the region is exactly zero."""
+    yy, xx, up = _grid(s)
     regions = np.zeros((s, s), dtype=np.int32)
     if horizon:
         h = rng.uniform(0.3, 0.7) * s
         regions = (yy > h + rng.uniform(-0.4, 0.4) * (xx - s / 2)).astype(np.int32)
-    out = np.zeros((s, s, 3))
+    out = np.empty((s, s, 3))
     for region in (0, 1):
         sel = regions == region
         if not sel.any():
             continue
-        base = rng.uniform(40, 215, size=3)
-        out[sel] = base
+        colour = np.broadcast_to(rng.uniform(40, 215, size=3), (int(sel.sum()), 3))
         if not flat:
-            # class-free blobs: bilinear upsampling of a coarse random grid
-            g = rng.standard_normal((6, 6))
-            t = np.linspace(0, 5, s)
-            i0 = np.minimum(t.astype(int), 4)
-            f = t - i0
-            rows = g[i0] * (1 - f)[:, None] + g[i0 + 1] * f[:, None]
-            field = rows[:, i0] * (1 - f) + rows[:, i0 + 1] * f
-            field = field - field[sel].mean()  # exact: the region's mean is its base colour
-            field /= max(np.abs(field[sel]).max(), 1e-6)
+            field = (up @ rng.standard_normal((6, 6)) @ up.T)[sel]
+            field -= field.mean()
+            field /= max(np.abs(field).max(), 1e-6)
             amp = rng.uniform(*cfg.background_contrast, size=3) * rng.choice([-1, 1], size=3)
-            out[sel] += field[sel][:, None] * amp
+            colour = colour + field[:, None] * amp
+        out[sel] = colour
     return out, regions
 
 
@@ -302,7 +309,7 @@ def render(
     if pose is None:
         pose = random_pose(rng, cfg)
     cx, cy, half, angle = pose
-    yy, xx = np.mgrid[0:s, 0:s] + 0.5
+    yy, xx, _ = _grid(s)
     dx, dy = xx - cx, yy - cy
     u = (dx * math.cos(angle) + dy * math.sin(angle)) / half
     v = (-dx * math.sin(angle) + dy * math.cos(angle)) / half
@@ -319,7 +326,8 @@ def render(
         colour += p[:, None] * tp["amp"]
     img[obj] = colour
     labels = np.where(obj, 2, regions)
-    _, labels = np.unique(labels, return_inverse=True)
+    if not (regions == 1).any() or (regions[~obj] == 0).all() or (regions[~obj] == 1).all():
+        _, labels = np.unique(labels, return_inverse=True)  # a region is empty: renumber 0..K-1
     image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     return image, labels.reshape(s, s).astype(np.int32)
 
@@ -550,7 +558,6 @@ class PretrainConfig:
     weight_decay: float = 0.05
     batch_size: int = 128
     holdout_per_class: int = 10  # held out of training; model selection on them
-    flip: bool = True  # random horizontal flips, as the mini train transform
     seed: int = 0
 
 
@@ -573,15 +580,40 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255.0 - mean) / std
 
 
+def _augment(x: torch.Tensor, arch: VisionArch, g: torch.Generator) -> torch.Tensor:
+    """The mini train transform on a uint8 batch (B, 3, S, S): a random crop after reflect
+    padding by S // 16 px (``train_crop == "pad"``; other crops are not applied) and a random
+    horizontal flip (``train_flip``)."""
+    b, _, s, _ = x.shape
+    if arch.train_crop == "pad":
+        p = max(1, s // 16)
+        padded = torch.nn.functional.pad(x.float(), (p, p, p, p), mode="reflect").to(x.dtype)
+        dx, dy = torch.randint(0, 2 * p + 1, (2, b), generator=g).tolist()
+        x = torch.stack([padded[i, :, dy[i] : dy[i] + s, dx[i] : dx[i] + s] for i in range(b)])
+    if arch.train_flip:
+        flip = torch.rand(b, generator=g) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    return x
+
+
+def _is_cnn(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
 def pretrain(
-    arch: Any, world: World, cfg: PretrainConfig, out: str | Path, progress: bool = True
+    arch: VisionArch,
+    world: World,
+    cfg: PretrainConfig,
+    out: str | Path,
+    progress: bool = True,
+    monitor: Callable[[torch.nn.Module], dict[str, float]] | None = None,
 ) -> Path:
     """Train ``arch.build(len(world.pretrain_classes))`` on ``world.pretrain_dir`` and save its
     torchvision-style state dict at ``out`` (``.safetensors`` or, otherwise, ``torch.save``),
     with ``<out>.json`` beside it (config, history, seconds, provenance). Returns ``out``.
 
-    ``arch`` is a ``subind.vision.models.VisionArch`` (its ``build`` and ``image_size`` are used).
-    Deterministic on CPU for a given seed.
+    Images are held in memory as uint8 and augmented as the mini train transform (see
+    ``_augment``). Deterministic on CPU for a given seed.
     """
     out = Path(out)
     if arch.image_size != world.config.image_size:
@@ -595,29 +627,32 @@ def pretrain(
     for label in range(len(world.pretrain_classes)):
         held[torch.nonzero(y == label).flatten()[: cfg.holdout_per_class]] = True
     x_train, y_train, x_val, y_val = x[~held], y[~held], x[held], y[held]
+    monitored: list[dict[str, float]] = []
     torch.manual_seed(cfg.seed)
     model = arch.build(len(world.pretrain_classes))
+    # channels_last made resnet18-mini's CPU training step 2.5x faster (and ViT's slower)
+    fmt = torch.channels_last if _is_cnn(model) else torch.contiguous_format
+    model = model.to(memory_format=fmt)
 
     def epoch_batches(epoch: int):
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(y_train), generator=g)
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
-            xb = x_train[idx]
-            if cfg.flip:
-                flip = torch.rand(len(idx), generator=g) < 0.5
-                xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(3), xb)
-            yield _normalize(xb), y_train[idx]
+            xb = _normalize(_augment(x_train[idx], arch, g))
+            yield xb.contiguous(memory_format=fmt), y_train[idx]
 
     def loss_fn(m: torch.nn.Module, batch) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
 
     @torch.no_grad()
     def evaluate(m: torch.nn.Module) -> float:
-        correct = sum(
-            int((m(_normalize(x_val[i : i + 256])).argmax(1) == y_val[i : i + 256]).sum())
-            for i in range(0, len(y_val), 256)
-        )
+        correct = 0
+        for i in range(0, len(y_val), 256):
+            logits = m(_normalize(x_val[i : i + 256]).contiguous(memory_format=fmt))
+            correct += int((logits.argmax(1) == y_val[i : i + 256]).sum())
+        if monitor is not None:
+            monitored.append(monitor(m))
         return correct / max(len(y_val), 1)
 
     train_cfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -638,6 +673,7 @@ def pretrain(
         "holdout_accuracy": result.best_accuracy,
         "best_epoch": result.best_epoch,
         "history": result.history,
+        "monitor": monitored,
         "seconds": round(time.perf_counter() - t0, 2),
         "provenance": provenance(),
     }
