@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from benchmarks.fig3_config import PRESETS, Fig3Config
+from benchmarks.triples import TRIPLE_EXPERIMENTS
 from subind.conditions import CONDITIONS
 from subind.registry import Registry
 from subind.tasks.expression import ExpressionError
@@ -20,6 +21,8 @@ EXPERIMENTS: Registry[str] = Registry("experiment")
 EXPERIMENTS.register("fig3", "arithmetic Subtask Induction: paper Figure 3, Table 3, Appendix B")(
     "fig3"
 )
+for _name in TRIPLE_EXPERIMENTS:  # the Appendix B.4 triples, run by the same pipeline
+    EXPERIMENTS.register(_name, TRIPLE_EXPERIMENTS.doc(_name))(_name)
 
 
 def _ints(text: str | None) -> tuple[int, ...] | None:
@@ -53,10 +56,18 @@ def _coerce(field: dataclasses.Field, value: str):
     return _names(value)
 
 
-def resolve_config(preset: str, overrides: dict, sets: tuple[str, ...]) -> Fig3Config:
-    """The preset with the options the user gave (unset ones are None and dropped)."""
+def resolve_config(
+    preset: str, overrides: dict, sets: tuple[str, ...], experiment: str = "fig3"
+) -> Fig3Config:
+    """The experiment's preset with the options the user gave (unset ones are None and
+    dropped)."""
     if preset not in PRESETS:
         raise click.UsageError(PRESETS.unknown_message(preset))
+    base = (
+        TRIPLE_EXPERIMENTS.get(experiment).preset(preset)
+        if experiment in TRIPLE_EXPERIMENTS
+        else PRESETS.get(preset)
+    )
     fields = {f.name: f for f in dataclasses.fields(Fig3Config)}
     changes = {k: v for k, v in overrides.items() if v is not None}
     for item in sets:
@@ -68,7 +79,7 @@ def resolve_config(preset: str, overrides: dict, sets: tuple[str, ...]) -> Fig3C
                 + (f"; did you mean {', '.join(close)}?" if close else "")
             )
         changes[key] = _coerce(fields[key], value)
-    return dataclasses.replace(PRESETS.get(preset), **changes)
+    return dataclasses.replace(base, **changes)
 
 
 @click.group()
@@ -82,7 +93,7 @@ def ls_cmd() -> None:
     click.echo("experiments:")
     for name in EXPERIMENTS:
         click.echo(f"  {name:28s} {EXPERIMENTS.doc(name)}")
-    click.echo("fig3 presets: " + ", ".join(PRESETS.names()))
+    click.echo("presets (every experiment): " + ", ".join(PRESETS.names()))
     click.echo("conditions:")
     for name in CONDITIONS:
         click.echo(f"  {name:28s} {CONDITIONS.doc(name)}")
@@ -114,6 +125,12 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
     """Run EXPERIMENT (see `subind-bench ls`), reusing whatever OUT already holds."""
     if experiment not in EXPERIMENTS:
         raise click.UsageError(EXPERIMENTS.unknown_message(experiment))
+    triples = experiment in TRIPLE_EXPERIMENTS
+    if triples and any(t is not None for t in (source_task, subtask, target_task)):
+        raise click.UsageError(
+            f"{experiment} sets its own tasks (see `subind-bench ls`); for another triple use "
+            "`subind-bench run fig3 --source-task ... --subtask ... --target-task ...`"
+        )
     cfg = resolve_config(
         preset,
         {
@@ -129,6 +146,7 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
             "subnetwork_trainable": subnetwork_trainable,
         },
         sets,
+        experiment,
     )
     for cond in cfg.conditions:
         if cond not in CONDITIONS:
@@ -142,6 +160,9 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
     from benchmarks.report import table_md, write_reports
 
     start = time.perf_counter()
+    if triples:
+        _run_triples(experiment, preset, cfg, out, progress, start)
+        return
     try:
         records = run_fig3(cfg, out, progress=progress)
         subs = {
@@ -161,6 +182,26 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
     )
 
 
+def _run_triples(
+    experiment: str, preset: str, cfg: Fig3Config, out: Path, progress: bool, start: float
+) -> None:
+    from benchmarks.fig3 import StageError
+    from benchmarks.triples import load_subnetworks, run_triples, write_triple_reports
+
+    try:
+        records = run_triples(experiment, preset, cfg, out, progress=progress)
+    except (StageError, ExpressionError, ValueError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 writes the reports
+    click.echo(write_triple_reports(records, out, load_subnetworks(out)))
+    click.echo(
+        f"{len(records)} runs; wall time {time.perf_counter() - start:.0f} s; outputs in {out}/ "
+        "(one folder per triple, summary.md)"
+    )
+
+
 @main.command("report")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report_cmd(out: Path) -> None:
@@ -174,6 +215,11 @@ def report_cmd(out: Path) -> None:
         raise click.UsageError(
             f"{out}/results.jsonl holds no results: run `subind-bench run` first"
         )
+    if (out / "experiment.json").exists():  # a triples experiment: one folder per triple
+        from benchmarks.triples import load_subnetworks, write_triple_reports
+
+        click.echo(write_triple_reports(records, out, load_subnetworks(out)))
+        return
     subs = {}
     for d in sorted((out / "subnetworks").glob("*/")):
         sub = Subnetwork.load(d)
@@ -182,6 +228,41 @@ def report_cmd(out: Path) -> None:
     title = f"{r['source_task']} -> {r['subtask']} -> {r['target_task']} (mod {r['modulus']})"
     write_reports(records, subs, out, title)
     click.echo(table_md(records, f"Test accuracy: {title}"))
+
+
+@main.command("summary")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="also write summary.md and summary.json into this folder",
+)
+def summary_cmd(dirs: tuple[Path, ...], out: Path | None) -> None:
+    """Subtask induction minus the random and complement controls, paired by seed, per triple,
+    depth, unmasked mode and size, from the results.jsonl of each of DIRS (runs of fig3, fig8,
+    fig9, fig10...)."""
+    from benchmarks.triples import summary_md, summary_rows
+    from subind.io import read_jsonl, write_json_atomic, write_text_atomic
+
+    records = []
+    for d in dirs:
+        path = d / "results.jsonl"
+        if not path.is_file():
+            raise click.UsageError(
+                f"{path} does not exist: give output folders of `subind-bench run`"
+            )
+        records += read_jsonl(path)
+    if not summary_rows(records):
+        raise click.UsageError(
+            "no subtask-induction run has a random- or complement-subnetwork run of the same "
+            "seed, size and unmasked mode in " + ", ".join(map(str, dirs))
+        )
+    text = summary_md(records)
+    click.echo(text)
+    if out is not None:
+        write_text_atomic(out / "summary.md", text)
+        write_json_atomic(out / "summary.json", summary_rows(records))
 
 
 if __name__ == "__main__":
