@@ -1,12 +1,14 @@
 """Discovery's mask step vs a plain training step of the same GPT-2 (issue 7's target: <= 1.3x).
 
-Both steps are the bodies of the real loops on the same batch-50 rows of the paper's model
+The steps are the bodies of the real loops on the same batch-50 rows of the paper's model
 (n_embd 128, 4 heads, inner 512, numbers < 1000):
-    plain: subind.train.fit's step (train mode, AdamW over every parameter)
-    mask:  subind.discover.discover's step (eval mode, masks on every attention/MLP weight,
-           loss + lambda * penalty, Adam over the scores)
-Rounds alternate plain and mask blocks so that drift favours neither; the table gives the
-median ms per step over rounds and the ratio of the medians.
+    plain:       subind.train.fit's step (train mode, AdamW over every parameter)
+    mask:        subind.discover.discover's step (eval mode, masks on every attention/MLP
+                 weight, loss + lambda * penalty inside MaskSet.cached(), Adam over the scores)
+    mask_naive:  the same without MaskSet.cached() (one sigmoid per weight read and per
+                 penalty term: the straightforward parametrization, for comparison)
+Rounds rotate the order of the blocks so that drift favours none; the table gives the median
+ms per step over rounds and the ratios of the medians to plain.
 
     python benchmarks/mask_step_speed.py --device cpu --layers 2,12 --json mask_step.json
 """
@@ -58,8 +60,11 @@ def plain_step(model: GPT2, rows: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def mask_step(model: GPT2, rows: torch.Tensor) -> Callable[[], None]:
-    """One step of subind.discover.discover on the attention/MLP weights (fig3's selection)."""
+def mask_step(model: GPT2, rows: torch.Tensor, cached: bool = True) -> Callable[[], None]:
+    """One step of subind.discover.discover on the attention/MLP weights (fig3's selection);
+    ``cached=False``: without MaskSet.cached()."""
+    from contextlib import nullcontext
+
     from benchmarks.fig3 import GPT2_MASKED
 
     cfg = DiscoveryConfig()
@@ -69,7 +74,8 @@ def mask_step(model: GPT2, rows: torch.Tensor) -> Callable[[], None]:
     model.eval()
 
     def step() -> None:
-        loss = last_token_loss(model, rows) + cfg.penalty * masks.penalty()
+        with masks.cached() if cached else nullcontext():
+            loss = last_token_loss(model, rows) + cfg.penalty * masks.penalty()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -98,37 +104,45 @@ def measure(
     batch_size: int = 50,
     seed: int = 0,
 ) -> dict:
-    """{layers, plain_ms, mask_ms, ratio, plain_ms_all, mask_ms_all}: medians over ``rounds``
-    alternating blocks of ``steps`` steps each, after ``warmup`` untimed steps of each."""
+    """{layers, plain_ms, mask_ms, mask_naive_ms, ratio, naive_ratio, *_ms_all}: medians over
+    ``rounds`` blocks of ``steps`` steps of each kind (order rotated per round), after
+    ``warmup`` untimed steps of each."""
     rows = _rows(batch_size, device, seed)
-    plain = plain_step(_model(layers, device, seed), rows)
-    mask = mask_step(_model(layers, device, seed), rows)
+    steps_by_name = {
+        "plain": plain_step(_model(layers, device, seed), rows),
+        "mask": mask_step(_model(layers, device, seed), rows),
+        "mask_naive": mask_step(_model(layers, device, seed), rows, cached=False),
+    }
+    names = list(steps_by_name)
     for _ in range(warmup):
-        plain()
-        mask()
-    times: dict[str, list[float]] = {"plain": [], "mask": []}
+        for step in steps_by_name.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
-        order = (
-            (("plain", plain), ("mask", mask)) if r % 2 == 0 else (("mask", mask), ("plain", plain))
-        )
-        for name, step in order:
-            times[name].append(_time(step, steps, device))
-    p, m = statistics.median(times["plain"]), statistics.median(times["mask"])
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(_time(steps_by_name[name], steps, device))
+    med = {name: statistics.median(times[name]) for name in names}
     return {
         "layers": layers,
-        "plain_ms": p,
-        "mask_ms": m,
-        "ratio": m / p,
-        "plain_ms_all": times["plain"],
-        "mask_ms_all": times["mask"],
+        "plain_ms": med["plain"],
+        "mask_ms": med["mask"],
+        "mask_naive_ms": med["mask_naive"],
+        "ratio": med["mask"] / med["plain"],
+        "naive_ratio": med["mask_naive"] / med["plain"],
+        **{f"{name}_ms_all": times[name] for name in names},
     }
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'layers':>6} {'plain_ms':>10} {'mask_ms':>10} {'mask/plain':>10}"]
+    """Plain step ms, mask step ms (discovery's), their ratio, and the uncached mask step."""
+    lines = [
+        f"{'layers':>6} {'plain_ms':>10} {'mask_ms':>10} {'mask/plain':>11} "
+        f"{'naive_ms':>10} {'naive/plain':>12}"
+    ]
     for r in results:
         lines.append(
-            f"{r['layers']:>6} {r['plain_ms']:>10.2f} {r['mask_ms']:>10.2f} {r['ratio']:>9.2f}x"
+            f"{r['layers']:>6} {r['plain_ms']:>10.2f} {r['mask_ms']:>10.2f} {r['ratio']:>10.2f}x "
+            f"{r['mask_naive_ms']:>10.2f} {r['naive_ratio']:>11.2f}x"
         )
     return "\n".join(lines)
 
