@@ -12,7 +12,8 @@ The base weights are frozen; only the scores ``s`` are trainable.
 
 A training step should run its forward and penalty inside ``MaskSet.cached()``: the gates of all
 masks are then computed together (a few foreach ops instead of several ops per tensor) and each
-masked weight once, with results bitwise equal to the uncached path.
+masked weight once, with results bitwise equal to the uncached path on CPU (tested; CUDA's fused
+foreach kernels may round differently in the last bit).
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ class _BetaState:
 
 
 def _soft_gates(scores: list[torch.Tensor], beta: float) -> list[torch.Tensor]:
-    """[sigmoid(beta * s) for s in scores] as two foreach ops (one autograd node each); the same
-    elementwise kernels as the per-tensor ops, so the values and gradients are bitwise equal."""
+    """[sigmoid(beta * s) for s in scores] as two foreach ops (one autograd node each). On CPU
+    these run the per-tensor kernels, so values and gradients are bitwise those of the
+    per-tensor ops; on CUDA they are fused multi-tensor kernels (far fewer launches)."""
     return list(torch._foreach_sigmoid(torch._foreach_mul(scores, beta)))
 
 
@@ -173,8 +175,9 @@ class MaskSet:
     def cached(self) -> Iterator[None]:
         """Inside: the soft gates of all masks are computed once, together, and each masked
         weight once (GPT-2's Conv1D reads its weight twice per forward). Wrap one training
-        step's forward and penalty (not the backward or the optimizer step) in it; results are
-        bitwise equal to the uncached path. Hard masks and a changed beta bypass the cache."""
+        step's forward and penalty (not the backward or the optimizer step) in it; the results
+        equal the uncached path's (bitwise on CPU). Hard masks and a changed beta bypass the
+        cache."""
         before = self._state.cache
         self._state.cache = _StepCache(list(self._masks.values()), self._state.beta)
         try:
