@@ -123,6 +123,10 @@ def _per_layer(data: Any) -> list[dict[str, Any]]:
 
 def sweep_rows(data: dict[str, Any]) -> list[str]:
     rows = []
+    top = _flat({k: v for k, v in data.items() if not isinstance(v, list | dict)})
+    hours = _find(top, "grid", "hour")
+    if isinstance(hours, int | float):
+        rows.append(f"paper grid, batched, projected: {hours:.2f} h on this GPU")
     for entry in _per_layer(data) or [data]:
         flat = _flat({k: v for k, v in entry.items() if k != "provenance"})
         batched = _find(flat, "batched", "per_h") or _find(flat, "batched", "runs_per")

@@ -92,6 +92,21 @@ def test_table_from_hand_made_json_with_every_kind_of_failure(tmp_path):
     assert "environment: failed" in mod.table(tmp_path)
 
 
+def test_sweep_rows_read_the_sweep_benchmarks_fields():
+    data = {
+        "device": "NVIDIA H100",
+        "rows": [
+            {"layers": 2, "group_size": 40, "batched_group_step_s": 0.01,
+             "single_runs_per_hour": 100.0, "batched_runs_per_hour": 2500.0, "speedup": 25.0},
+        ],
+        "paper_grid_hours_batched": 0.75,
+    }  # fmt: skip
+    assert _collector().sweep_rows(data) == [
+        "paper grid, batched, projected: 0.75 h on this GPU",
+        "L2: batched 2500 runs/h; one at a time 100 runs/h; ratio 25.0x",
+    ]
+
+
 def test_unknown_json_shows_its_numbers_and_missing_steps_say_not_run(tmp_path):
     mod = _collector()
     _write(tmp_path, "sweep", {"results": [{"layers": 2, "throughput": 12.5}]})
