@@ -158,14 +158,20 @@ SUMMARY_CONTROLS = ("random-subnetwork", "complement-subnetwork")
 def summary_rows(
     records: list[dict[str, Any]], controls: tuple[str, ...] = SUMMARY_CONTROLS
 ) -> list[dict[str, Any]]:
-    """Per triple, depth, unmasked mode, control and size: subtask induction minus the control
-    of the same unmasked mode, paired by seed (benchmarks.report.paired_differences). Each row:
-    triple, layers, unmasked, control, n, mean, std, seeds (count) and diffs (per seed)."""
+    """Per triple (and settings hash), depth, unmasked mode, control and size: subtask induction
+    minus the control of the same unmasked mode, paired by seed
+    (benchmarks.report.paired_differences). Each row: triple, layers, unmasked, control, n,
+    mean, std, seeds (count) and diffs (per seed)."""
     from benchmarks.report import mean_std, paired_differences
 
+    # Runs of one triple under different settings (e.g. quick and paper folders) are not
+    # paired with each other: group by the settings' hash too, and name it when it matters.
+    groups = list(dict.fromkeys((triple_of(r), r.get("config_digest")) for r in records))
+    several = {t for t, _ in groups if sum(t == u for u, _ in groups) > 1}
     rows = []
-    for triple in dict.fromkeys(triple_of(r) for r in records):
-        mine = [r for r in records if triple_of(r) == triple]
+    for triple, digest in groups:
+        mine = [r for r in records if (triple_of(r), r.get("config_digest")) == (triple, digest)]
+        name = f"{triple} [{digest}]" if triple in several else str(triple)
         for (layers, _si, other, n), diffs in paired_differences(mine).items():
             control, _, mode = other.partition(" (")
             if control not in controls or not diffs:
@@ -173,7 +179,7 @@ def summary_rows(
             mean, std = mean_std(diffs)
             rows.append(
                 {
-                    "triple": str(triple),
+                    "triple": name,
                     "layers": layers,
                     "unmasked": mode.rstrip(")"),
                     "control": control,

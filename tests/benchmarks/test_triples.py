@@ -140,3 +140,18 @@ def test_summary_table_and_command_over_several_folders(tmp_path):
     append_jsonl(tmp_path / "run2" / "results.jsonl", RECORDS[0])  # nothing to pair it with
     res = CliRunner().invoke(main, ["summary", str(tmp_path / "run2")])
     assert res.exit_code == 2 and "no subtask-induction run" in res.output
+
+
+def test_summary_keeps_runs_of_other_settings_apart():
+    a = [dict(r, config_digest="aaa") for r in RECORDS[:6]]
+    b = [dict(r, config_digest="bbb", test_accuracy=0.5) for r in RECORDS[:6]]
+    rows = summary_rows(a + b + a)  # a folder given twice counts once
+    assert {r["triple"] for r in rows} == {
+        "a+ab -> ab -> a^3+ab [aaa]",
+        "a+ab -> ab -> a^3+ab [bbb]",
+    }
+    by = {(r["triple"], r["control"]): r for r in rows}
+    assert by[("a+ab -> ab -> a^3+ab [aaa]", "random-subnetwork")]["diffs"] == pytest.approx(
+        [0.3, 0.1]
+    )
+    assert by[("a+ab -> ab -> a^3+ab [bbb]", "random-subnetwork")]["diffs"] == [0.0, 0.0]
