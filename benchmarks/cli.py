@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from benchmarks.fig3_config import PRESETS, Fig3Config
+from benchmarks.triples import TRIPLE_EXPERIMENTS
 from subind.conditions import CONDITIONS
 from subind.registry import Registry
 from subind.tasks.expression import ExpressionError
@@ -25,6 +26,8 @@ EXPERIMENTS.register("fig3", "arithmetic Subtask Induction: paper Figure 3, Tabl
 EXPERIMENTS.register(
     "table1", "vision Subtask Induction: paper Tables 1-2, Figures 5 and 11, Appendix C"
 )("table1")
+for _name in TRIPLE_EXPERIMENTS:  # the Appendix B.4 triples, run by the same pipeline
+    EXPERIMENTS.register(_name, TRIPLE_EXPERIMENTS.doc(_name))(_name)
 
 
 def _ints(text: str | None) -> tuple[int, ...] | None:
@@ -67,16 +70,21 @@ def _coerce(cls: type, field: dataclasses.Field, value: str):
     return _names(value)
 
 
-def resolve_config(
-    preset: str,
-    overrides: dict,
-    sets: tuple[str, ...],
-    presets: Registry = PRESETS,
-    cls: type = Fig3Config,
-):
-    """The preset with the options the user gave (unset ones are None and dropped)."""
+def resolve_config(preset: str, overrides: dict, sets: tuple[str, ...], experiment: str = "fig3"):
+    """The experiment's preset with the options the user gave (unset ones are None and
+    dropped)."""
+    if experiment == "table1":
+        from benchmarks.table1_config import PRESETS as presets
+        from benchmarks.table1_config import Table1Config as cls
+    else:
+        presets, cls = PRESETS, Fig3Config
     if preset not in presets:
         raise click.UsageError(presets.unknown_message(preset))
+    base = (
+        TRIPLE_EXPERIMENTS.get(experiment).preset(preset)
+        if experiment in TRIPLE_EXPERIMENTS
+        else presets.get(preset)
+    )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     changes = {k: v for k, v in overrides.items() if v is not None}
     for item in sets:
@@ -88,7 +96,7 @@ def resolve_config(
                 + (f"; did you mean {', '.join(close)}?" if close else "")
             )
         changes[key] = _coerce(cls, fields[key], value)
-    return dataclasses.replace(presets.get(preset), **changes)
+    return dataclasses.replace(base, **changes)
 
 
 @click.group()
@@ -105,7 +113,7 @@ def ls_cmd() -> None:
     from benchmarks.strategies import STRATEGIES
     from benchmarks.table1_config import PRESETS as TABLE1_PRESETS
 
-    click.echo("fig3 presets: " + ", ".join(PRESETS.names()))
+    click.echo("fig3/fig8/fig9/fig10 presets: " + ", ".join(PRESETS.names()))
     click.echo("table1 presets: " + ", ".join(TABLE1_PRESETS.names()))
     click.echo("conditions (fig3):")
     for name in CONDITIONS:
@@ -180,6 +188,12 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
         run_table1_cmd(preset or "mini", out, overrides, sets, progress)
         return
     preset = preset or "quick"
+    triples = experiment in TRIPLE_EXPERIMENTS
+    if triples and any(t is not None for t in (source_task, subtask, target_task)):
+        raise click.UsageError(
+            f"{experiment} sets its own tasks (see `subind-bench ls`); for another triple use "
+            "`subind-bench run fig3 --source-task ... --subtask ... --target-task ...`"
+        )
     cfg = resolve_config(
         preset,
         {
@@ -196,6 +210,7 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
             "device": device,
         },
         sets,
+        experiment,
     )
     for cond in cfg.conditions:
         if cond not in CONDITIONS:
@@ -209,6 +224,9 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
     from benchmarks.report import table_md, write_reports
 
     start = time.perf_counter()
+    if triples:
+        _run_triples(experiment, preset, cfg, out, progress, start)
+        return
     try:
         records = run_fig3(cfg, out, progress=progress)
         subs = {
@@ -225,6 +243,26 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
     click.echo(table_md(records, f"Test accuracy: {title}"))
     click.echo(
         f"{len(records)} runs; wall time {time.perf_counter() - start:.0f} s; outputs in {out}/"
+    )
+
+
+def _run_triples(
+    experiment: str, preset: str, cfg: Fig3Config, out: Path, progress: bool, start: float
+) -> None:
+    from benchmarks.fig3 import StageError
+    from benchmarks.triples import load_subnetworks, run_triples, write_triple_reports
+
+    try:
+        records = run_triples(experiment, preset, cfg, out, progress=progress)
+    except (StageError, ExpressionError, ValueError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 writes the reports
+    click.echo(write_triple_reports(records, out, load_subnetworks(out)))
+    click.echo(
+        f"{len(records)} runs; wall time {time.perf_counter() - start:.0f} s; outputs in {out}/ "
+        "(one folder per triple, summary.md)"
     )
 
 
@@ -246,6 +284,11 @@ def report_cmd(out: Path) -> None:
         from benchmarks.table1_cli import report_table1
 
         report_table1(out, records)
+        return
+    if (out / "experiment.json").exists():  # a triples experiment: one folder per triple
+        from benchmarks.triples import load_subnetworks, write_triple_reports
+
+        click.echo(write_triple_reports(records, out, load_subnetworks(out)))
         return
     subs = {}
     for d in sorted((out / "subnetworks").glob("*/")):
@@ -441,6 +484,41 @@ def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pool
         f"{_fmt(cue['accuracy'])} | {_fmt(cue['robustness'])} | {_fmt(cue['shape_bias'])} |"
     )
     click.echo(f"outputs in {out}/ (metrics/{tag}.json, per_class/{tag}.csv, responses/{tag}.csv)")
+
+
+@main.command("summary")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="also write summary.md and summary.json into this folder",
+)
+def summary_cmd(dirs: tuple[Path, ...], out: Path | None) -> None:
+    """Subtask induction minus the random and complement controls, paired by seed, per triple,
+    depth, unmasked mode and size, from the results.jsonl of each of DIRS (runs of fig3, fig8,
+    fig9, fig10...)."""
+    from benchmarks.triples import summary_md, summary_rows
+    from subind.io import read_jsonl, write_json_atomic, write_text_atomic
+
+    records = []
+    for d in dirs:
+        path = d / "results.jsonl"
+        if not path.is_file():
+            raise click.UsageError(
+                f"{path} does not exist: give output folders of `subind-bench run`"
+            )
+        records += read_jsonl(path)
+    if not summary_rows(records):
+        raise click.UsageError(
+            "no subtask-induction run has a random- or complement-subnetwork run of the same "
+            "seed, size and unmasked mode in " + ", ".join(map(str, dirs))
+        )
+    text = summary_md(records)
+    click.echo(text)
+    if out is not None:
+        write_text_atomic(out / "summary.md", text)
+        write_json_atomic(out / "summary.json", summary_rows(records))
 
 
 if __name__ == "__main__":

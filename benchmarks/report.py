@@ -35,7 +35,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _cell(values: list[float], signed: bool = False) -> str:
+def cell(values: list[float], signed: bool = False) -> str:
     """'mean +- std (count)' or '-' when there is no value."""
     if not values:
         return "-"
@@ -68,24 +68,24 @@ def table_md(records: list[dict[str, Any]], title: str = "Test accuracy") -> str
         for lab in labels:
             cells = []
             for n in sizes:
-                cells.append(_cell(groups.get((layers, lab, n), [])))
+                cells.append(cell(groups.get((layers, lab, n), [])))
             lines.append(f"| {lab} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
-def paired_md(records: list[dict[str, Any]]) -> str:
+def paired_differences(
+    records: Iterable[dict[str, Any]], metric: str = "test_accuracy"
+) -> dict[tuple[Any, str, str, int], list[float]]:
     """Subtask induction minus each control, paired by seed (same fresh initialisation and the
-    same evaluation sets): mean +- std of the per-seed test-accuracy differences."""
-    by = {
-        (r["layers"], label(r), r["n_disambiguation"], r["seed"]): r["test_accuracy"]
-        for r in records
-    }
-    lines = ["# Subtask induction minus control (paired by seed)", ""]
+    same evaluation sets): {(layers, subtask-induction label, control label, n): [per-seed
+    difference]}, seeds in record order. Each subtask induction mode is paired with the
+    controls of the same unmasked mode and with the single-mode conditions (scratch, ...)."""
+    by = {(r["layers"], label(r), r["n_disambiguation"], r["seed"]): r[metric] for r in records}
+    out: dict[tuple[Any, str, str, int], list[float]] = {}
     for layers in sorted({k[0] for k in by}):
         sizes = sorted({k[2] for k in by if k[0] == layers})
         labels = _order({k[1] for k in by if k[0] == layers})
-        rows = []
         for si in (lab for lab in labels if lab.startswith("subtask-induction")):
             mode = si[si.find("(") :]
             for other in labels:
@@ -93,20 +93,29 @@ def paired_md(records: list[dict[str, Any]]) -> str:
                     "(" in other and not other.endswith(mode)
                 ):
                     continue
-                cells = []
                 for n in sizes:
-                    diffs = [
+                    out[(layers, si, other, n)] = [
                         by[(layers, si, n, seed)] - by[(layers, other, n, seed)]
                         for (d, lab, nn, seed) in by
                         if d == layers and lab == si and nn == n and (layers, other, n, seed) in by
                     ]
-                    cells.append(_cell(diffs, signed=True))
-                rows.append(f"| {si} - {other} | " + " | ".join(cells) + " |")
-        if rows:
-            lines += [f"## {layers} layers", ""]
-            lines.append("| difference | " + " | ".join(f"n={n}" for n in sizes) + " |")
-            lines.append("|---|" + "---|" * len(sizes))
-            lines += rows + [""]
+    return out
+
+
+def paired_md(records: list[dict[str, Any]]) -> str:
+    """Subtask induction minus each control, paired by seed: mean +- std (seeds) per depth."""
+    diffs = paired_differences(records)
+    lines = ["# Subtask induction minus control (paired by seed)", ""]
+    for layers in sorted({k[0] for k in diffs}):
+        sizes = sorted({k[3] for k in diffs if k[0] == layers})
+        pairs = list(dict.fromkeys(k[1:3] for k in diffs if k[0] == layers))
+        lines += [f"## {layers} layers", ""]
+        lines.append("| difference | " + " | ".join(f"n={n}" for n in sizes) + " |")
+        lines.append("|---|" + "---|" * len(sizes))
+        for si, other in pairs:
+            cells = [cell(diffs.get((layers, si, other, n), []), signed=True) for n in sizes]
+            lines.append(f"| {si} - {other} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 

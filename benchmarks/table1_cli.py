@@ -14,7 +14,7 @@ import click
 from benchmarks.cli import resolve_config
 from benchmarks.harness import StageError
 from benchmarks.strategies import STRATEGIES
-from benchmarks.table1_config import PRESETS, Table1Config
+from benchmarks.table1_config import Table1Config
 from subind.io import read_jsonl
 
 
@@ -29,7 +29,7 @@ def run_table1_cmd(
     from meanpool.imagenet import ImageNetError
     from subind.vision.models import ARCHS, WeightsError
 
-    cfg = resolve_config(preset, overrides, sets, PRESETS, Table1Config)
+    cfg = resolve_config(preset, overrides, sets, "table1")
     for name in cfg.strategies:
         if name not in STRATEGIES:
             raise click.UsageError(STRATEGIES.unknown_message(name))

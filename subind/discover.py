@@ -64,8 +64,9 @@ def discover(
             masks.set_beta(beta_schedule(epoch, config.epochs, config.beta_final))
             total, count = 0.0, 0
             for batch in epoch_batches(epoch):
-                task_loss = loss_fn(model, batch)
-                loss = task_loss + config.penalty * masks.penalty()
+                with masks.cached():  # gates once per step, for the weights and the penalty
+                    task_loss = loss_fn(model, batch)
+                    loss = task_loss + config.penalty * masks.penalty()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -119,7 +119,7 @@ def test_cli_errors_are_one_line_with_suggestions(tmp_path):
         main, ["run", "fig3", "--preset", "tiny", "--conditions", "scrach", "--out", str(tmp_path)]
     )
     assert res.exit_code == 2 and "Did you mean 'scratch'" in res.output
-    res = r.invoke(main, ["run", "fig4", "--out", str(tmp_path)])
+    res = r.invoke(main, ["run", "fig33", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "Did you mean 'fig3'" in res.output
     res = r.invoke(
         main, ["run", "fig3", "--preset", "tiny", "--target-task", "a^^2", "--out", str(tmp_path)]

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from subind.masks import MaskSelection, add_masks, beta_schedule, select_parameters
@@ -136,3 +137,63 @@ def test_masks_on_every_layer_type(kind, hard):
     y.square().sum().backward()
     for s in masks.parameters():
         assert s.grad is not None and s.grad.abs().sum() > 0 and torch.isfinite(s.grad).all()
+
+
+def _gpt2_with_masks(seed=0):
+    from benchmarks.fig3 import GPT2_MASKED
+    from subind.models import GPT2, GPT2Config
+
+    torch.manual_seed(seed)
+    model = GPT2(
+        GPT2Config(vocab_size=23, n_positions=4, n_embd=32, n_layer=2, n_head=2, n_inner=64)
+    )
+    model.eval()
+    return model, add_masks(model, select_parameters(model, GPT2_MASKED))
+
+
+@pytest.mark.parametrize("beta", [1.0, 37.0])
+def test_cached_step_is_bitwise_equal_to_the_per_tensor_formulation(beta):
+    """Discovery's cached step (gates of all masks together, each weight once, foreach penalty)
+    gives exactly the losses and scores of the straightforward per-tensor formulation over
+    several Adam steps."""
+    rows = torch.randint(0, 23, (50, 4), generator=torch.Generator().manual_seed(1))
+    runs = {}
+    for cached in (False, True):
+        model, masks = _gpt2_with_masks()
+        with torch.no_grad():  # spread the scores so some gates saturate
+            for s in masks.parameters():
+                s.normal_(generator=torch.Generator().manual_seed(s.numel()))
+        masks.set_beta(beta)
+        opt = torch.optim.Adam(list(masks.parameters()), lr=1e-2)
+        losses = []
+        for _ in range(3):
+            if cached:
+                with masks.cached():
+                    task = F.cross_entropy(model(rows[:, :3], last_only=True), rows[:, 3])
+                    loss = task + 1e-3 * masks.penalty()
+            else:  # the original formulation: one sigmoid per read and per penalty term
+                task = F.cross_entropy(model(rows[:, :3], last_only=True), rows[:, 3])
+                pen = torch.stack([torch.sigmoid(beta * s).sum() for s in masks.parameters()])
+                loss = task + 1e-3 * pen.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(task.item())
+        runs[cached] = (losses, [s.detach().clone() for s in masks.parameters()])
+    assert runs[False][0] == runs[True][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[False][1], runs[True][1], strict=True))
+
+
+def test_cached_context_computes_each_weight_once_and_respects_hard_and_beta():
+    model, masks = _gpt2_with_masks()
+    conv = model.transformer.h[0].mlp.c_fc
+    with masks.cached():
+        assert conv.weight is conv.weight  # memoised within the step
+        with masks.hard():
+            torch.testing.assert_close(
+                conv.weight, conv.parametrizations.weight.original * 0.0
+            )  # init -0.1: the hard mask drops everything
+        masks.set_beta(5.0)  # a changed beta is not served from the stale cache
+        expected = conv.parametrizations.weight.original * torch.sigmoid(torch.tensor(-0.5))
+        torch.testing.assert_close(conv.weight, expected)
+    assert conv.weight is not conv.weight  # recomputed per read outside the context
