@@ -182,6 +182,7 @@ def summarize(path: str, records: list[dict]) -> dict:
     med = statistics.median(total)
     out = {
         "backend": path,
+        "images": len({r["image"] for r in records}),
         "timed_runs": len(records),
         "images_per_s": 1000 / med,
         "ms_per_image": med,
