@@ -104,6 +104,8 @@ def _decode(
         hs, src = hs[need], src[need]
     k = len(need)
     _, c, h, w = dense.shape
+    if k == 0:
+        return iou, need, iou.new_zeros((0, 3, 4 * h, 4 * w))
     up = dec.output_upscaling(src.transpose(1, 2).reshape(k, c, h, w))  # k x C/8 x 4h x 4w
     hyper = torch.stack(
         [mlp(hs[:, 1 + i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
