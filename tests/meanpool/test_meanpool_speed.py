@@ -48,9 +48,15 @@ def test_realistic_load_keeps_the_paper_thresholds_and_many_masks(tmp_path):
     assert data["settings"]["fast"]["encoder_dtype"] == "bfloat16"
     # bfloat16 changes SAM's numbers but not the stand-in's masks, which come from the pixels.
     assert data["same_masks"] is True and data["fast"]["masks_per_image"] >= 10
-    assert data["fast"]["timed_runs"] == 2 and data["batches"]["fast"] == {"encoder": 1, "decoder": 64}
+    assert data["fast"]["timed_runs"] == 2 and data["batches"]["fast"] == {
+        "encoder": 1,
+        "decoder": 64,
+    }
     stages = data["stages"]
-    assert stages["masks"]["mean"] == 1536 and stages["clean_up"]["mean"] == data["fast"]["masks_per_image"]
+    assert (
+        stages["masks"]["mean"] == 1536
+        and stages["clean_up"]["mean"] == data["fast"]["masks_per_image"]
+    )
     assert data["encoder_floor_ratio"] > 1
     assert "masks per image (fast path, mean): prompts 512.0" in result.output
 
@@ -65,7 +71,9 @@ def test_paths_alternate_and_warmup_is_not_timed():
 
     images = [np.full((2, 2, 3), i, np.uint8) for i in range(3)]
     bench._time_one = fake
-    records, _ = bench.compare(None, images[1:], {"fast": "F", "reference": "R"}, None, images[:1], 2)
+    records, _ = bench.compare(
+        None, images[1:], {"fast": "F", "reference": "R"}, None, images[:1], 2
+    )
     assert calls[:2] == [(0, "F"), (0, "R")]  # the warm-up image, untimed
     timed = calls[2:]
     assert timed == [(1, "F"), (1, "R"), (2, "R"), (2, "F"), (1, "F"), (1, "R"), (2, "R"), (2, "F")]

@@ -24,7 +24,11 @@ def real256():
 
 @pytest.mark.parametrize(
     "model, shape, seed, batch",
-    [("real256", (150, 200), 2, None), ("real256", (150, 200), 3, 100), ("real64", (96, 128), 2, 7)],
+    [
+        ("real256", (150, 200), 2, None),
+        ("real256", (150, 200), 3, 100),
+        ("real64", (96, 128), 2, 7),
+    ],
 )
 def test_realistic_load_fast_and_reference_give_identical_partitions(
     request, model, shape, seed, batch
