@@ -1,12 +1,14 @@
 """Fast path: SAM automatic mask generation re-organised for throughput.
 
 Same algorithm and settings as ``SamAutomaticMaskGenerator`` (so float32 gives the same masks),
-but: the whole image and all its crops go through the image encoder in ONE batched call
-(optionally in bfloat16), the prompts of ALL crops are decoded together in large batches, and
-quality filtering, stability scores, boxes and both NMS passes run on torch tensors on the
-model's device. Masks stay as crop-sized boolean tensors until the end (no RLE round trip);
-only SAM's small-region clean-up (OpenCV connected components) runs on the CPU, on the few
-survivors.
+but: on GPUs the whole image and all its crops go through the image encoder in ONE batched call
+(optionally in bfloat16) and the prompts of ALL crops are decoded together in large batches (on
+CPUs, where big batches are slower, one crop per encoder call and SAM's 64 prompts per decoder
+call; ``SegmentConfig.encoder_batch_for`` / ``decoder_batch_for``); masks are upscaled only for
+prompts with an output above the IoU threshold; quality filtering, stability scores, boxes and
+both NMS passes run on torch tensors on the model's device. Masks stay as crop-sized boolean
+tensors until the end (no RLE round trip); only SAM's small-region clean-up (OpenCV connected
+components) runs on the CPU, on the few survivors.
 """
 
 from __future__ import annotations
@@ -26,40 +28,63 @@ from torchvision.ops.boxes import batched_nms, box_area
 
 from .config import SegmentConfig
 
+# Mask counts recorded by ``generate_fast(..., counts=)``, in pipeline order: point prompts, their
+# 3 outputs, then the masks left after each filter.
+STAGES = (
+    "prompts",
+    "masks",
+    "pred_iou",
+    "stability",
+    "crop_edge",
+    "box_nms",
+    "crop_nms",
+    "clean_up",
+)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @torch.no_grad()
 def _encode_crops(
-    sam: torch.nn.Module, image: np.ndarray, crop_boxes: list[list[int]], dtype: str
+    sam: torch.nn.Module, image: np.ndarray, crop_boxes: list[list[int]], dtype: str, batch: int
 ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Embed every crop (XYXY boxes) of ``image`` (HWC uint8) in one encoder call.
+    """Embed every crop (XYXY boxes) of ``image`` (HWC uint8), ``batch`` crops per encoder call.
 
     Returns embeddings (n_crops, C, h, w) in float32 and each crop's resized input size (H, W).
     """
     transform = ResizeLongestSide(sam.image_encoder.img_size)
-    batch, input_sizes = [], []
+    inputs, input_sizes = [], []
     for x0, y0, x1, y1 in crop_boxes:
         # SamPredictor.set_image's own PIL resize, so inputs match the reference bit for bit.
         resized = transform.apply_image(image[y0:y1, x0:x1])  # h' x w' x 3 uint8
         input_sizes.append(resized.shape[:2])
         pixels = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()
-        batch.append(sam.preprocess(pixels[None])[0])  # 3 x S x S, normalised and padded
-    x = torch.stack(batch)  # n_crops x 3 x S x S
-    if dtype == "float32":
-        return sam.image_encoder(x), input_sizes
-    with torch.autocast(device_type=x.device.type, dtype=_DTYPES[dtype]):
-        return sam.image_encoder(x).float(), input_sizes
+        inputs.append(sam.preprocess(pixels[None])[0])  # 3 x S x S, normalised and padded
+    out = []
+    for start in range(0, len(inputs), batch):
+        x = torch.stack(inputs[start : start + batch])  # n x 3 x S x S
+        if dtype == "float32":
+            out.append(sam.image_encoder(x))
+        else:
+            with torch.autocast(device_type=x.device.type, dtype=_DTYPES[dtype]):
+                out.append(sam.image_encoder(x).float())
+    return torch.cat(out), input_sizes
 
 
 @torch.no_grad()
 def _decode(
-    sam: torch.nn.Module, embeddings: torch.Tensor, crop_idx: torch.Tensor, coords: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+    sam: torch.nn.Module,
+    embeddings: torch.Tensor,
+    crop_idx: torch.Tensor,
+    coords: torch.Tensor,
+    iou_thresh: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SAM's three multimask outputs for single-point prompts on several crops in one call.
 
     ``embeddings`` (n_crops, C, h, w); ``crop_idx`` (b,) which crop each prompt is on; ``coords``
-    (b, 2) XY in the model's input frame. Returns low-res logits (b, 3, 4h, 4w), IoUs (b, 3).
+    (b, 2) XY in the model's input frame. Returns the IoUs (b, 3) of all prompts, the indices
+    (k,) of the prompts with an IoU above ``iou_thresh`` (all when it is <= 0) and only their
+    low-res logits (k, 3, 4h, 4w): the other prompts' masks would all be filtered out, so they
+    are not upscaled.
     """
     labels = torch.ones(len(coords), 1, dtype=torch.int, device=coords.device)
     sparse, dense = sam.prompt_encoder(points=(coords[:, None], labels), boxes=None, masks=None)
@@ -72,14 +97,26 @@ def _decode(
     src = embeddings[crop_idx] + dense  # b x C x h x w
     pos = sam.prompt_encoder.get_dense_pe().expand(b, -1, -1, -1)  # b x C x h x w
     hs, src = dec.transformer(src, pos, tokens)  # b x T x C, b x hw x C
+    iou = dec.iou_prediction_head(hs[:, 0])[:, 1:]  # b x 3, the multimask outputs
+    need = torch.arange(b, device=iou.device)
+    if iou_thresh > 0.0:
+        need = (iou > iou_thresh).any(dim=1).nonzero()[:, 0]
+        hs, src = hs[need], src[need]
+    k = len(need)
     _, c, h, w = dense.shape
-    up = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # b x C/8 x 4h x 4w
+    if k == 0:
+        return iou, need, iou.new_zeros((0, 3, 4 * h, 4 * w))
+    up = dec.output_upscaling(src.transpose(1, 2).reshape(k, c, h, w))  # k x C/8 x 4h x 4w
     hyper = torch.stack(
         [mlp(hs[:, 1 + i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
-    )  # b x M x C/8
-    masks = (hyper @ up.flatten(2)).view(b, -1, *up.shape[-2:])  # b x M x 4h x 4w
-    iou = dec.iou_prediction_head(hs[:, 0])  # b x M
-    return masks[:, 1:], iou[:, 1:]  # the 3 multimask outputs, as the generator asks for
+    )  # k x M x C/8
+    masks = (hyper @ up.flatten(2)).view(k, -1, *up.shape[-2:])  # k x M x 4h x 4w
+    return iou, need, masks[:, 1:]
+
+
+def _count(counts: dict[str, int] | None, stage: str, n: int) -> None:
+    if counts is not None:
+        counts[stage] = counts.get(stage, 0) + n
 
 
 def _filter(
@@ -90,6 +127,7 @@ def _filter(
     crop_box: list[int],
     orig_size: tuple[int, int],
     cfg: SegmentConfig,
+    counts: dict[str, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Upscale one crop's logits (b, 3, 4h, 4w) and keep masks that pass the quality filters.
 
@@ -103,15 +141,18 @@ def _filter(
         # Upscaling is per mask, so filtering by predicted IoU first saves work, not results.
         keep = iou > cfg.pred_iou_thresh
         iou, low_res = iou[keep], low_res[keep]
+    _count(counts, "pred_iou", len(iou))
     logits = sam.postprocess_masks(low_res, input_size, (y1 - y0, x1 - x0))[:, 0]  # n x hc x wc
     if cfg.stability_score_thresh > 0.0:
         offset = cfg.stability_score_offset
         stability = calculate_stability_score(logits, sam.mask_threshold, offset)
         keep = stability >= cfg.stability_score_thresh
         iou, logits = iou[keep], logits[keep]
+    _count(counts, "stability", len(iou))
     masks = logits > sam.mask_threshold  # n x hc x wc
     boxes = batched_mask_to_box(masks)  # crop-frame XYXY
     near_edge = is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_size[1], orig_size[0]])
+    _count(counts, "crop_edge", int((~near_edge).sum()))
     return masks[~near_edge], iou[~near_edge], boxes[~near_edge]
 
 
@@ -152,14 +193,25 @@ def _remove_small_regions(masks: list[np.ndarray], cfg: SegmentConfig) -> list[n
 
 
 @torch.no_grad()
-def generate_fast(sam: torch.nn.Module, image: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
-    """SAM masks for ``image`` (HWC uint8 RGB), batched; returns bool masks (N, H, W), N >= 0."""
+def generate_fast(
+    sam: torch.nn.Module,
+    image: np.ndarray,
+    cfg: SegmentConfig,
+    counts: dict[str, int] | None = None,
+) -> np.ndarray:
+    """SAM masks for ``image`` (HWC uint8 RGB), batched; returns bool masks (N, H, W), N >= 0.
+
+    With ``counts``, adds how many masks there are at each stage (``STAGES``) to it.
+    """
     orig_size = image.shape[:2]
     crop_boxes, layers = generate_crop_boxes(orig_size, cfg.crop_n_layers, cfg.crop_overlap_ratio)
     grids = build_all_layer_point_grids(
         cfg.points_per_side, cfg.crop_n_layers, cfg.crop_n_points_downscale_factor
     )
-    embeddings, input_sizes = _encode_crops(sam, image, crop_boxes, cfg.encoder_dtype)
+    device_type = sam.device.type
+    embeddings, input_sizes = _encode_crops(
+        sam, image, crop_boxes, cfg.encoder_dtype, cfg.encoder_batch_for(device_type)
+    )
 
     # Every prompt of every crop, crop-major as the reference visits them.
     transform = ResizeLongestSide(sam.image_encoder.img_size)
@@ -170,16 +222,35 @@ def generate_fast(sam: torch.nn.Module, image: np.ndarray, cfg: SegmentConfig) -
         crop_of_prompt.append(np.full(len(points), c))
     coords_t = torch.as_tensor(np.concatenate(coords), device=sam.device)  # float64 as in SAM
     crop_t = torch.as_tensor(np.concatenate(crop_of_prompt), device=sam.device)
+    _count(counts, "prompts", len(coords_t))
+    _count(counts, "masks", 3 * len(coords_t))
 
     found: list[list[tuple[torch.Tensor, ...]]] = [[] for _ in crop_boxes]
-    for start in range(0, len(coords_t), cfg.decoder_batch):  # chunks may span crops
-        chunk = slice(start, start + cfg.decoder_batch)
-        low_res, iou = _decode(sam, embeddings, crop_t[chunk], coords_t[chunk])
-        for c in torch.unique(crop_t[chunk]).tolist():
-            sel = crop_t[chunk] == c
+    step = cfg.decoder_batch_for(device_type)
+    for start in range(0, len(coords_t), step):  # chunks may span crops
+        chunk = slice(start, start + step)
+        iou, need, low_res = _decode(
+            sam, embeddings, crop_t[chunk], coords_t[chunk], cfg.pred_iou_thresh
+        )
+        crop_of_need = crop_t[chunk][need]
+        for c in torch.unique(crop_of_need).tolist():
+            sel = crop_of_need == c
             found[c].append(
-                _filter(sam, low_res[sel], iou[sel], input_sizes[c], crop_boxes[c], orig_size, cfg)
+                _filter(
+                    sam,
+                    low_res[sel],
+                    iou[need][sel],
+                    input_sizes[c],
+                    crop_boxes[c],
+                    orig_size,
+                    cfg,
+                    counts,
+                )
             )
+    if not any(found):
+        for stage in STAGES[2:]:
+            _count(counts, stage, 0)
+        return np.zeros((0, *orig_size), dtype=bool)
 
     # Per-crop NMS for all crops in one call (crop index as the category), then back to
     # crop-major order with each crop's masks by descending IoU: the reference's order.
@@ -201,6 +272,7 @@ def generate_fast(sam: torch.nn.Module, image: np.ndarray, cfg: SegmentConfig) -
     boxes = local_boxes[keep] + offsets[crop_of_t[keep]]  # image-frame XYXY
     masks = [masks[i] for i in keep.tolist()]
     crop_of = crop_of_t[keep].tolist()
+    _count(counts, "box_nms", len(masks))
 
     order = list(range(len(masks)))
     if len(crop_boxes) > 1 and masks:
@@ -213,11 +285,13 @@ def generate_fast(sam: torch.nn.Module, image: np.ndarray, cfg: SegmentConfig) -
             iou_threshold=cfg.crop_nms_thresh,
         )
         order = keep.tolist()
+    _count(counts, "crop_nms", len(order))
     full = list(
         _uncrop([masks[i] for i in order], [crop_of[i] for i in order], crop_boxes, orig_size)
     )
     if cfg.min_mask_region_area > 0:
         full = _remove_small_regions(full, cfg)
+    _count(counts, "clean_up", len(full))
     if not full:
         return np.zeros((0, *orig_size), dtype=bool)
     return np.stack(full)

@@ -35,7 +35,7 @@ def generate_reference(sam: torch.nn.Module, image: np.ndarray, cfg: SegmentConf
     gen = _generator_class()(
         sam,
         points_per_side=cfg.points_per_side,
-        points_per_batch=cfg.decoder_batch,
+        points_per_batch=cfg.decoder_batch_for(sam.device.type),
         pred_iou_thresh=cfg.pred_iou_thresh,
         stability_score_thresh=cfg.stability_score_thresh,
         stability_score_offset=cfg.stability_score_offset,

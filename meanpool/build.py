@@ -143,6 +143,7 @@ def build_identity(cfg: BuildConfig, checkpoint_sha256: str) -> dict[str, Any]:
     """Everything that changes the output; a resumed build must match it exactly."""
     seg = to_dict(cfg.segment)
     seg.pop("points_per_batch")  # memory knob only; both paths' masks do not depend on it
+    seg.pop("encoder_batch")  # likewise
     seg.pop("backend")  # both paths give the same masks in float32
     return {
         "format": FORMAT,

@@ -99,7 +99,8 @@ _SEGMENT_OPTIONS = [
     ("--box-nms-thresh", float, "Box IoU for NMS within a crop [0.7]."),
     ("--crop-nms-thresh", float, "Box IoU for NMS across crops [0.7]."),
     ("--min-mask-region-area", int, "Remove mask islands and holes under this many px [100]."),
-    ("--points-per-batch", int, "Prompts per decoder call, memory only [fast 256, ref 64]."),
+    ("--points-per-batch", int, "Prompts per decoder call, speed only [64; fast on GPU 256]."),
+    ("--encoder-batch", int, "Crops per encoder call (fast), speed only [CPU 1; GPU all]."),
 ]
 
 

@@ -21,19 +21,23 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or does not fit the requested model type."""
 
 
-def build_tiny_sam(seed: int | None = None) -> torch.nn.Module:
+def build_tiny_sam(seed: int | None = None, img_size: int = 64) -> torch.nn.Module:
     """A tiny SAM (64 px input, 4x4 embedding, 32 channels) with random weights, for tests only.
+
+    ``img_size`` (a multiple of 16) gives a larger input and embedding (img_size / 16 per side)
+    with the same small layers, e.g. for tests of ``meanpool.standin`` at a finer mask resolution.
 
     It exercises every code path of the real models in milliseconds; its masks mean nothing.
     With ``seed``, weights are drawn reproducibly and the prompt encoder and mask decoder weights
     are scaled by 4, so that masks depend on the prompt point (at default init nearly every point
     gives the same blob and NMS leaves one mask).
     """
+    assert img_size % 16 == 0, f"img_size must be a multiple of 16, got {img_size}"
     if seed is None:
-        return _tiny_sam()
+        return _tiny_sam(img_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        sam = _tiny_sam()
+        sam = _tiny_sam(img_size)
     with torch.no_grad():
         for name, param in sam.named_parameters():
             if name.startswith(("prompt_encoder.", "mask_decoder.")):
@@ -41,7 +45,7 @@ def build_tiny_sam(seed: int | None = None) -> torch.nn.Module:
     return sam
 
 
-def _tiny_sam() -> torch.nn.Module:
+def _tiny_sam(img_size: int = 64) -> torch.nn.Module:
     from segment_anything.modeling import (
         ImageEncoderViT,
         MaskDecoder,
@@ -50,7 +54,7 @@ def _tiny_sam() -> torch.nn.Module:
         TwoWayTransformer,
     )
 
-    img_size, patch, dim = 64, 16, 32
+    patch, dim = 16, 32
     sam = Sam(
         image_encoder=ImageEncoderViT(
             img_size=img_size,

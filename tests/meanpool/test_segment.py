@@ -90,3 +90,18 @@ def test_rejects_non_rgb_uint8(tiny_sam):
         generate_masks(tiny_sam, np.zeros((8, 8), np.uint8), SegmentConfig())
     with pytest.raises(AssertionError, match="HxWx3 uint8"):
         generate_masks(tiny_sam, torch.zeros(8, 8, 3).numpy(), SegmentConfig())
+
+
+def test_batch_sizes_follow_the_device_and_do_not_change_masks(tiny_sam):
+    cfg = SegmentConfig()
+    assert cfg.decoder_batch_for("cpu") == 64 and cfg.decoder_batch_for("cuda") == 256
+    assert SegmentConfig(backend="reference").decoder_batch_for("cuda") == 64
+    assert cfg.encoder_batch_for("cpu") == 1 and cfg.encoder_batch_for("cuda") >= 5
+    assert SegmentConfig(encoder_batch=2, points_per_batch=9).encoder_batch_for("cuda") == 2
+    assert SegmentConfig(points_per_batch=9).decoder_batch_for("cpu") == 9
+    image = synthetic_image(96, 128, seed=224)
+    one = generate_masks(tiny_sam, image, SegmentConfig(**MASKY))
+    batched = SegmentConfig(encoder_batch=5, points_per_batch=256, **MASKY)
+    assert len(one) >= 3 and np.array_equal(one, generate_masks(tiny_sam, image, batched))
+    with pytest.raises(AssertionError, match="encoder_batch"):
+        SegmentConfig(encoder_batch=0)
