@@ -141,6 +141,12 @@ def ls_cmd() -> None:
 @click.option("--target-task", default=None, help="transfer task, e.g. 'a^2+ab'")
 @click.option("--workers", type=int, default=None, help="parallel transfer processes")
 @click.option(
+    "--batch-runs",
+    type=int,
+    default=None,
+    help="transfer runs trained together per group (0: automatic, 1: one at a time)",
+)
+@click.option(
     "--trainable-subnetwork/--frozen-subnetwork",
     "subnetwork_trainable",
     default=None,
@@ -162,15 +168,16 @@ def ls_cmd() -> None:
 )
 @click.option("--progress/--no-progress", default=True)
 def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked, source_task,
-            subtask, target_task, workers, subnetwork_trainable, imagenet_dir, val_labels, pooled,
-            cue_conflict_dir, weights_resnet18, weights_vit, models, strategies, device, sets,
-            progress) -> None:  # fmt: skip
+            subtask, target_task, workers, batch_runs, subnetwork_trainable, imagenet_dir,
+            val_labels, pooled, cue_conflict_dir, weights_resnet18, weights_vit, models,
+            strategies, device, sets, progress) -> None:  # fmt: skip
     """Run EXPERIMENT (see `subind-bench ls`), reusing whatever OUT already holds."""
     if experiment not in EXPERIMENTS:
         raise click.UsageError(EXPERIMENTS.unknown_message(experiment))
     fig3_only = {"--layers": layers, "--sizes": sizes, "--conditions": conditions,
                  "--source-task": source_task, "--subtask": subtask,
-                 "--target-task": target_task, "--workers": workers}  # fmt: skip
+                 "--target-task": target_task, "--workers": workers,
+                 "--batch-runs": batch_runs}  # fmt: skip
     table1_only = {"--imagenet-dir": imagenet_dir, "--val-labels": val_labels, "--pooled": pooled,
                    "--cue-conflict-dir": cue_conflict_dir, "--weights-resnet18": weights_resnet18,
                    "--weights-vit": weights_vit, "--models": models,
@@ -206,6 +213,7 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
             "subtask": subtask,
             "target_task": target_task,
             "workers": workers,
+            "batch_runs": batch_runs,
             "subnetwork_trainable": subnetwork_trainable,
             "device": device,
         },
@@ -218,6 +226,8 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
     for mode in cfg.unmasked:
         if mode not in ("inherit", "reinit"):
             raise click.UsageError(f"--unmasked takes inherit and/or reinit, got {mode!r}")
+    if cfg.batch_runs < 0:
+        raise click.BadParameter(f"--batch-runs takes 0 (automatic) or more, got {cfg.batch_runs}")
     out = out or Path("runs") / f"{experiment}-{preset}"
 
     from benchmarks.fig3 import StageError, base_model, find_subnetwork, run_fig3

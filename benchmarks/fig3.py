@@ -1,6 +1,8 @@
 """The arithmetic reproduction (paper Section 4, Figure 3, Table 3): base model -> discovery ->
 transfer grid over conditions, sizes and seeds -> results.jsonl, table.md, fig3.png,
 subnetworks.md. Finished stages and runs are cached in the output directory and reused.
+Transfer runs of one depth and size train together in batched groups (``batch_runs``,
+:mod:`subind.batched`) or one at a time (``batch_runs=1``, :func:`subind.train.fit`).
 
     out/base/L{layers}-{hash}/            model.safetensors, base.json
     out/subnetworks/L{layers}-{hash}/     subnetwork.safetensors, subnetwork.json
@@ -11,6 +13,7 @@ subnetworks.md. Finished stages and runs are cached in the output directory and 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -25,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from benchmarks.fig3_config import BASE_KEYS, DISCOVERY_KEYS, TRANSFER_KEYS, Fig3Config
+from subind.batched import fit_batched
 from subind.conditions import CONDITIONS
 from subind.discover import DiscoveryConfig, discover
 from subind.io import append_jsonl, read_jsonl, write_json_atomic, write_with_atomic
@@ -42,7 +46,7 @@ from subind.tasks.arithmetic import (
     transfer_pairs,
 )
 from subind.tasks.expression import Expression
-from subind.train import TrainConfig, fit
+from subind.train import FitResult, TrainConfig, fit
 
 EXPERIMENT = "fig3"
 # Every attention and feed-forward weight (Appendix B.1): GPT-2's Conv1D layers; not the
@@ -225,11 +229,10 @@ def plan_runs(cfg: Fig3Config) -> list[Run]:
     return runs
 
 
-def run_transfer(
-    cfg: Fig3Config, run: Run, base: GPT2, sub: Subnetwork | None, progress: bool = False
-) -> dict[str, Any]:
-    """Build the condition's model, train it on the target task, return its results record."""
-    start = time.perf_counter()
+def _build(
+    cfg: Fig3Config, run: Run, base: GPT2, sub: Subnetwork | None
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
+    """(the condition's model to train, its target-task rows, what it took from ``base``)."""
     nums = Numbers(cfg.max_number, cfg.modulus)
     splits = transfer_pairs(nums, run.n_disambiguation, cfg.eval_rows, seed=run.seed)
     rows = {k: _rows(cfg, cfg.target_task, v) for k, v in splits.items()}
@@ -238,16 +241,19 @@ def run_transfer(
     model, info = CONDITIONS.get(run.condition).build(
         base, fresh, sub, run.unmasked, cfg.subnetwork_trainable, seed=run.seed
     )
-    torch.manual_seed(run.seed)
-    result = fit(
-        model,
-        Batches(rows["train"], cfg.transfer_batch_size, run.seed),
-        last_token_loss,
-        lambda m: accuracy(m, rows["val"]),
-        TrainConfig(epochs=cfg.transfer_epochs, lr=cfg.transfer_lr),
-        desc=run.condition,
-        progress=progress,
-    )
+    return model, rows, info
+
+
+def _record(
+    cfg: Fig3Config,
+    run: Run,
+    rows: dict[str, torch.Tensor],
+    result: FitResult,
+    test_accuracy: float,
+    info: dict[str, Any],
+    wall_seconds: float,
+    trainer: dict[str, Any],
+) -> dict[str, Any]:
     return {
         "experiment": EXPERIMENT,
         "key": run.key(cfg),
@@ -260,26 +266,139 @@ def run_transfer(
         "n_disambiguation": run.n_disambiguation,
         "train_rows": int(rows["train"].shape[0]),
         "val_accuracy": result.best_accuracy,
-        "test_accuracy": accuracy(model, rows["test"]),
+        "test_accuracy": test_accuracy,
         "best_epoch": result.best_epoch,
-        "wall_seconds": time.perf_counter() - start,
+        "wall_seconds": wall_seconds,
         "max_number": cfg.max_number,
         "modulus": cfg.modulus,
         "epochs": cfg.transfer_epochs,
         "lr": cfg.transfer_lr,
         "batch_size": cfg.transfer_batch_size,
+        **trainer,
         **info,
     }
+
+
+def run_transfer(
+    cfg: Fig3Config, run: Run, base: GPT2, sub: Subnetwork | None, progress: bool = False
+) -> dict[str, Any]:
+    """Build the condition's model, train it on the target task, return its results record."""
+    start = time.perf_counter()
+    model, rows, info = _build(cfg, run, base, sub)
+    torch.manual_seed(run.seed)
+    result = fit(
+        model,
+        Batches(rows["train"], cfg.transfer_batch_size, run.seed),
+        last_token_loss,
+        lambda m: accuracy(m, rows["val"]),
+        TrainConfig(epochs=cfg.transfer_epochs, lr=cfg.transfer_lr),
+        desc=run.condition,
+        progress=progress,
+    )
+    test = accuracy(model, rows["test"])
+    trainer = {"trainer": "single", "group_size": 1}
+    return _record(cfg, run, rows, result, test, info, time.perf_counter() - start, trainer)
+
+
+def _group_seed(cfg: Fig3Config, runs: list[Run]) -> int:
+    """The dropout seed of a batched group: a function of its runs, so the same command gives
+    the same numbers whichever process or rank trains the group."""
+    keys = "\n".join(r.key(cfg) for r in runs).encode()
+    return int(hashlib.sha256(keys).hexdigest()[:8], 16)
+
+
+def run_transfer_group(
+    cfg: Fig3Config,
+    runs: list[Run],
+    bases: dict[int, GPT2],
+    subs: dict[int, Subnetwork | None],
+    progress: bool = False,
+    exact: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``runs`` (one depth, one training-set size: see :func:`plan_groups`) together with
+    :func:`subind.batched.fit_batched`; return their records, in order."""
+    if len(runs) == 1 and cfg.batch_runs == 1:
+        return [run_transfer(cfg, runs[0], bases[runs[0].layers], subs[runs[0].layers])]
+    start = time.perf_counter()
+    built = [_build(cfg, r, bases[r.layers], subs[r.layers]) for r in runs]
+    results = fit_batched(
+        [b[0] for b in built],
+        [
+            Batches(b[1]["train"], cfg.transfer_batch_size, r.seed)
+            for b, r in zip(built, runs, strict=True)
+        ],
+        [b[1]["val"] for b in built],
+        TrainConfig(epochs=cfg.transfer_epochs, lr=cfg.transfer_lr),
+        seed=_group_seed(cfg, runs),
+        exact=exact,
+        desc=f"L{runs[0].layers} n={runs[0].n_disambiguation} x{len(runs)}",
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    trainer = {"trainer": "batched", "group_size": len(runs), "group_seconds": seconds}
+    return [
+        _record(cfg, r, b[1], res, accuracy(b[0], b[1]["test"]), b[2], seconds / len(runs), trainer)
+        for r, b, res in zip(runs, built, results, strict=True)
+    ]
+
+
+def auto_group_size(cfg: Fig3Config, layers: int) -> int:
+    """Runs per batched group when ``batch_runs`` is 0: as many as fit in a quarter of the free
+    memory of the device (GPU) or of the machine (CPU), at most 256 on a GPU and 32 on a CPU
+    (where larger groups gain nothing: the matmuls are already compute-bound)."""
+    mcfg = model_config(cfg, layers)
+    n_params = sum(p.numel() for p in GPT2(mcfg).parameters())
+    # theta, its grad, two AdamW moments, best state, frozen values, effective tensor (+grad)
+    per_run = 9 * 4 * n_params
+    tokens = max(cfg.transfer_batch_size * 3, cfg.eval_rows * 3)
+    per_run += tokens * mcfg.n_layer * (12 * mcfg.n_embd + mcfg.n_inner * 3) * 4
+    device = device_of(cfg)
+    if device.type == "cuda":
+        free, cap = torch.cuda.mem_get_info(device)[0], 256
+    else:
+        free, cap = _free_host_memory(), 32
+    return max(1, min(cap, int(free * 0.25 // per_run)))
+
+
+def _free_host_memory() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def plan_groups(cfg: Fig3Config, runs: list[Run]) -> list[list[Run]]:
+    """Split ``runs`` into groups trained together: runs of one depth and one size (so one
+    number of training rows: batched runs take their steps together and each run sees exactly
+    its own rows and steps per epoch), at most ``batch_runs`` per group (0: automatic), in
+    plan order. Largest groups (training steps x runs) first, so parallel workers balance."""
+    buckets: dict[tuple[int, int], list[Run]] = {}
+    for r in runs:
+        buckets.setdefault((r.layers, r.n_disambiguation), []).append(r)
+    groups = []
+    for (layers, _), bucket in buckets.items():
+        size = cfg.batch_runs or auto_group_size(cfg, layers)
+        groups.extend(bucket[i : i + size] for i in range(0, len(bucket), size))
+
+    def cost(g: list[Run]) -> float:
+        steps = -(-(cfg.max_number + g[0].n_disambiguation) // cfg.transfer_batch_size)
+        return len(g) * g[0].layers * (3 * steps * cfg.transfer_batch_size + cfg.eval_rows)
+
+    return sorted(groups, key=cost, reverse=True)
 
 
 def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _worker(cfg: Fig3Config, run: Run, out: str) -> dict[str, Any]:
-    base = base_model(cfg, run.layers, Path(out), progress=False)
-    sub = find_subnetwork(cfg, run.layers, base, Path(out), progress=False)
-    return run_transfer(cfg, run, base, sub)
+def _worker(cfg: Fig3Config, runs: list[Run], out: str) -> list[dict[str, Any]]:
+    layers = runs[0].layers
+    base = base_model(cfg, layers, Path(out), progress=False)
+    sub = find_subnetwork(cfg, layers, base, Path(out), progress=False)
+    return run_transfer_group(cfg, runs, {layers: base}, {layers: sub})
 
 
 def _dist() -> tuple[int, int]:
@@ -328,11 +447,18 @@ def run_fig3(cfg: Fig3Config, out: Path, progress: bool = True) -> list[dict[str
         subs[layers] = subs.get(layers) or find_subnetwork(cfg, layers, bases[layers], out, False)
     results_path = out / "results.jsonl"
     done = {r["key"] for r in read_jsonl(results_path)}
-    todo = [r for r in plan_runs(cfg) if r.key(cfg) not in done][rank::world]
+    todo = [r for r in plan_runs(cfg) if r.key(cfg) not in done]
+    # Groups are planned over every missing run, then dealt to ranks: the same groups (and so
+    # the same numbers) whatever the number of ranks.
     my_path = results_path if world == 1 else out / f"results.rank{rank}.jsonl"
     done_here = {r["key"] for r in read_jsonl(my_path)}  # a resumed rank skips its own finished
-    todo = [r for r in todo if r.key(cfg) not in done_here]
-    bar = tqdm(total=len(todo), desc=f"transfer runs (rank {rank})", disable=not progress)
+    groups = [
+        [r for r in g if r.key(cfg) not in done_here] for g in plan_groups(cfg, todo)[rank::world]
+    ]
+    groups = [g for g in groups if g]
+    bar = tqdm(
+        total=sum(map(len, groups)), desc=f"transfer runs (rank {rank})", disable=not progress
+    )
 
     def record(rec: dict[str, Any]) -> None:
         rec["config_digest"] = digest
@@ -341,15 +467,17 @@ def run_fig3(cfg: Fig3Config, out: Path, progress: bool = True) -> list[dict[str
         bar.update(1)
         bar.set_postfix_str(f"{rec['condition']} n={rec['n_disambiguation']}")
 
-    if cfg.workers <= 1 or len(todo) <= 1:
-        for run in todo:
-            record(run_transfer(cfg, run, bases[run.layers], subs[run.layers]))
+    if cfg.workers <= 1 or len(groups) <= 1:
+        for group in groups:
+            for rec in run_transfer_group(cfg, group, bases, subs):
+                record(rec)
     else:
         ctx = get_context("spawn")  # no fork of a process that already ran torch threads
         with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init) as pool:
-            futures = [pool.submit(_worker, cfg, run, str(out)) for run in todo]
+            futures = [pool.submit(_worker, cfg, group, str(out)) for group in groups]
             for fut in as_completed(futures):
-                record(fut.result())
+                for rec in fut.result():
+                    record(rec)
     bar.close()
     _barrier(world)
     if world > 1 and rank == 0:

@@ -132,8 +132,12 @@ class Batches:
     batch_size: int
     seed: int
 
-    def __call__(self, epoch: int) -> Iterator[torch.Tensor]:
+    def order(self, epoch: int) -> torch.Tensor:
+        """The row order of ``epoch`` (N,) int64, on the CPU."""
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.randperm(self.rows.shape[0], generator=gen)
+        return torch.randperm(self.rows.shape[0], generator=gen)
+
+    def __call__(self, epoch: int) -> Iterator[torch.Tensor]:
+        order = self.order(epoch)
         for i in range(0, order.numel(), self.batch_size):
             yield self.rows[order[i : i + self.batch_size]]

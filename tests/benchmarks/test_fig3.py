@@ -199,6 +199,7 @@ def test_torchrun_two_ranks_give_the_same_records_as_one_process(tmp_path):
         (r["key"], r["test_accuracy"]) for r in read_jsonl(tmp_path / "two" / "results.jsonl")
     )
     assert one == two and len(one) == 2 * 3
+    assert {r["trainer"] for r in read_jsonl(tmp_path / "two" / "results.jsonl")} == {"batched"}
     assert not list((tmp_path / "two").glob("results.rank*.jsonl"))
     assert (tmp_path / "two" / "table.md").exists()
 
@@ -221,7 +222,7 @@ def test_every_setting_is_in_a_cache_key_or_only_selects_runs():
     # settings that pick which runs exist (part of each run's key), checks, and execution
     not_in_digest = {
         "layers", "seeds", "sizes", "conditions", "unmasked",
-        "base_min_accuracy", "subnetwork_min_accuracy", "workers", "device",
+        "base_min_accuracy", "subnetwork_min_accuracy", "workers", "device", "batch_runs",
     }  # fmt: skip
     assert fields - set(TRANSFER_KEYS) == not_in_digest
 
@@ -238,3 +239,63 @@ def test_report_command_rewrites_outputs(tmp_path):
     empty.mkdir()
     res = CliRunner().invoke(main, ["report", str(empty)])
     assert res.exit_code == 2 and "holds no results" in res.output
+
+
+def test_batched_groups_give_the_same_records_as_one_at_a_time(tmp_path):
+    """Dropout off and deterministic algorithms on (exact kernels): the batched trainer's
+    validation and test accuracies and best epochs equal one-at-a-time training's."""
+    import torch
+
+    cfg = dataclasses.replace(
+        PRESETS.get("tiny"), dropout=0.0, transfer_epochs=4, transfer_lr=3e-3, sizes=(0, 10)
+    )
+    one = run_fig3(dataclasses.replace(cfg, batch_runs=1), tmp_path / "one", progress=False)
+    torch.use_deterministic_algorithms(True)
+    try:
+        many = run_fig3(dataclasses.replace(cfg, batch_runs=5), tmp_path / "many", progress=False)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    pick = lambda rs: sorted(  # noqa: E731
+        (r["key"], r["val_accuracy"], r["test_accuracy"], r["best_epoch"]) for r in rs
+    )
+    assert pick(one) == pick(many) and len(one) == len(plan_runs(cfg))
+    assert len({r["val_accuracy"] for r in one}) > 2  # the runs learned: the check has teeth
+    assert {(r["trainer"], r["group_size"]) for r in one} == {("single", 1)}
+    assert {r["trainer"] for r in many} == {"batched"}
+    assert max(r["group_size"] for r in many) == 5 and min(r["group_size"] for r in many) < 5
+
+
+def test_plan_groups_one_depth_and_size_per_group():
+    from benchmarks.fig3 import plan_groups
+
+    cfg = dataclasses.replace(PRESETS.get("quick"), layers=(2, 4), batch_runs=7)
+    runs = plan_runs(cfg)
+    groups = plan_groups(cfg, runs)
+    assert sorted(r.key(cfg) for g in groups for r in g) == sorted(r.key(cfg) for r in runs)
+    for g in groups:
+        assert 1 <= len(g) <= 7
+        assert len({(r.layers, r.n_disambiguation) for r in g}) == 1
+    auto = plan_groups(dataclasses.replace(cfg, batch_runs=0, device="cpu"), runs)
+    assert all(len({(r.layers, r.n_disambiguation) for r in g}) == 1 for g in auto)
+    assert len(auto) == 2 * len(cfg.sizes)  # 18 runs per depth and size fit one group
+
+
+def test_batched_run_resumes_without_duplicates(tmp_path):
+    cfg = dataclasses.replace(PRESETS.get("tiny"), conditions=("scratch", "full-transfer"))
+    first = run_fig3(dataclasses.replace(cfg, sizes=(0,)), tmp_path, progress=False)
+    assert {r["group_size"] for r in first} == {2}
+    both = run_fig3(cfg, tmp_path, progress=False)
+    keys = [r["key"] for r in read_jsonl(tmp_path / "results.jsonl")]
+    assert len(keys) == len(set(keys)) == len(both) == 4
+    assert {r["key"]: r["test_accuracy"] for r in first}.items() <= {
+        r["key"]: r["test_accuracy"] for r in both
+    }.items()
+
+
+def test_batch_runs_option(tmp_path):
+    res = CliRunner().invoke(
+        main,
+        ["run", "fig3", "--preset", "tiny", "--batch-runs", "-1", "--out", str(tmp_path)],
+    )
+    assert res.exit_code == 2 and "--batch-runs takes 0" in res.output
+    assert resolve_config("tiny", {"batch_runs": 3}, ()).batch_runs == 3
