@@ -72,10 +72,14 @@ class WorldConfig:
     evaluation_per_class: int = 16
     cue_shapes_per_class: int = 5  # x 16 texture classes: 80 stimuli per class, as Geirhos' 1280
     # Pretraining: shares of flat (untextured) objects and of flat backgrounds.
-    flat_object: float = 0.2
+    flat_object: float = 0.05
     flat_background: float = 0.3
+    # Pretraining: share of textured objects drawn with the silhouette of a random pretraining
+    # class, so that texture is the more reliable cue there (as on ImageNet) while flat objects
+    # still need shape.
+    random_shape: float = 0.4
     # 16-class transfer images (imagenet/): the same process with their own shares.
-    transfer_flat_object: float = 0.2
+    transfer_flat_object: float = 0.05
     transfer_flat_background: float = 0.3
     horizon: float = 0.5  # share of backgrounds split in two regions (3 segments instead of 2)
     object_scale: tuple[float, float] = (0.3, 0.45)  # object half-size / image size
@@ -95,9 +99,10 @@ class WorldConfig:
             f"train_per_class ({self.train_per_class}) must cover discovery_per_class + "
             f"evaluation_per_class ({need})"
         )
-        for name in ("flat_object", "flat_background", "transfer_flat_object", "horizon"):
+        shares = ("flat_object", "flat_background", "random_shape", "transfer_flat_object",
+                  "transfer_flat_background", "horizon")  # fmt: skip
+        for name in shares:
             assert 0.0 <= getattr(self, name) <= 1.0, f"{name} must be in [0, 1]"
-        assert 0.0 <= self.transfer_flat_background <= 1.0, "shares must be in [0, 1]"
         assert min(self.pretrain_per_class, self.val_per_class, self.cue_shapes_per_class) >= 1
 
     @property
@@ -350,13 +355,24 @@ def random_texture_params(rng: np.random.Generator, cfg: WorldConfig) -> dict[st
 
 
 def _draw(
-    cfg: WorldConfig, split: str, label: int, i: int, shape: str, texture: str, flat: tuple
+    cfg: WorldConfig,
+    split: str,
+    label: int,
+    i: int,
+    shape: str,
+    texture: str,
+    flat: tuple,
+    random_shapes: tuple[float, list[str]] = (0.0, []),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image ``i`` of class ``label`` in ``split``: its own generator, so any order gives the
-    same image. ``flat`` = (share of flat objects, share of flat backgrounds)."""
+    same image. ``flat`` = (share of flat objects, share of flat backgrounds); ``random_shapes``
+    = (share of textured objects whose silhouette is drawn from the list instead, the list)."""
     rng = np.random.default_rng([cfg.seed, _SPLIT_IDS[split], label, i])
     flat_obj = rng.random() < flat[0]
     flat_bg = rng.random() < flat[1]
+    share, pool = random_shapes
+    if share > 0 and not flat_obj and rng.random() < share:
+        shape = pool[int(rng.integers(len(pool)))]
     return render(rng, shape, None if flat_obj else texture, cfg, flat_bg)
 
 
@@ -437,10 +453,11 @@ def make_world(root: str | Path, cfg: WorldConfig, progress: bool = True) -> Wor
     # pretraining set: 16 categories + distractors
     pre = [(cats[c], s, t) for c, s, t in table] + distractors
     flat = (cfg.flat_object, cfg.flat_background)
+    random_shapes = (cfg.random_shape, [s for _, s, _ in pre])
     for wnid, shape, texture in pre:
         label = classes.index(wnid)
         for i in range(cfg.pretrain_per_class):
-            image, _ = _draw(cfg, "pretrain", label, i, shape, texture, flat)
+            image, _ = _draw(cfg, "pretrain", label, i, shape, texture, flat, random_shapes)
             _save_png(world.pretrain_dir / wnid / f"{wnid}_{i:05d}.png", image)
     counts["pretrain"] = len(pre) * cfg.pretrain_per_class
     _log(progress, f"toyworld: {counts['pretrain']} pretraining images", t0)

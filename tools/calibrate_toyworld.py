@@ -32,11 +32,12 @@ def _parse(cls, pairs):
     for pair in pairs or []:
         k, v = pair.split("=", 1)
         t = str(types[k])
-        kw[k] = (
-            tuple(float(x) for x in v.split(","))
-            if "tuple" in t
-            else (int(v) if t == "int" else float(v))
-        )
+        if "tuple" in t:
+            kw[k] = tuple(float(x) for x in v.split(","))
+        elif t == "bool":
+            kw[k] = v.lower() in ("1", "true", "yes")
+        else:
+            kw[k] = int(v) if t == "int" else float(v)
     return cls(**kw)
 
 

@@ -228,3 +228,22 @@ def test_world_runs_through_the_vision_evaluation(world, tmp_path):
     assert res["original_n"] == res["pooled_n"] == 16 * TINY.val_per_class
     assert res["cue_conflict"]["n_excluded_same_class"] == 16 * TINY.cue_shapes_per_class
     assert (tmp_path / "eval" / "responses" / "tiny.csv").is_file()
+
+
+def test_random_shape_swaps_the_silhouette_of_textured_pretraining_objects_only():
+    from benchmarks.toyworld import _draw
+
+    cfg = WorldConfig()
+
+    def obj(shape, flat, share):
+        _, labels = _draw(cfg, "pretrain", 0, 7, shape, "checker", flat, (share, ["disc"]))
+        return labels == labels.max()  # the object's segment
+
+    textured, flat = (0.0, 0.0), (1.0, 0.0)
+    assert not np.array_equal(obj("square", textured, 0.0), obj("disc", textured, 0.0))
+    # share 1: every textured object takes a silhouette from the pool (here: a disc)
+    assert np.array_equal(obj("square", textured, 1.0), obj("disc", textured, 1.0))
+    # flat objects keep their class's silhouette: shape is their only cue
+    assert not np.array_equal(obj("square", flat, 1.0), obj("disc", flat, 1.0))
+    with pytest.raises(AssertionError, match="random_shape must be in"):
+        WorldConfig(random_shape=1.5)
