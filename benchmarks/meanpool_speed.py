@@ -39,16 +39,18 @@ LOADS = ("random", "realistic")
 
 
 class _ModuleTimer:
-    """Accumulates wall time spent inside the forward of chosen modules (synchronising CUDA)."""
+    """Accumulates wall time spent inside the forward of chosen modules (synchronising CUDA).
+    Modules may nest: the time counts once, for the outermost chosen module that is running."""
 
     def __init__(self, modules: dict[str, torch.nn.Module], device: torch.device) -> None:
         self.totals: dict[str, float] = defaultdict(float)
-        self._start: dict[str, float] = {}
+        self._outer: tuple[str, float] | None = None  # (name, start) of the outermost running
+        self._depth = 0
         self._cuda = device.type == "cuda"
         self._handles = []
         for name, mod in modules.items():
             self._handles.append(mod.register_forward_pre_hook(self._pre(name)))
-            self._handles.append(mod.register_forward_hook(self._post(name)))
+            self._handles.append(mod.register_forward_hook(self._post()))
 
     def _sync(self) -> None:
         if self._cuda:
@@ -56,15 +58,20 @@ class _ModuleTimer:
 
     def _pre(self, name):
         def hook(module, args):
-            self._sync()
-            self._start[name] = time.perf_counter()
+            if self._depth == 0:
+                self._sync()
+                self._outer = (name, time.perf_counter())
+            self._depth += 1
 
         return hook
 
-    def _post(self, name):
+    def _post(self):
         def hook(module, args, output):
-            self._sync()
-            self.totals[name] += time.perf_counter() - self._start.pop(name)
+            self._depth -= 1
+            if self._depth == 0:
+                self._sync()
+                name, start = self._outer
+                self.totals[name] += time.perf_counter() - start
 
         return hook
 
@@ -111,13 +118,25 @@ def _images(
 
 
 def _timed_modules(sam) -> dict[str, torch.nn.Module]:
-    """The modules whose forward time counts as encoder or decoder. The decoder is timed through
-    its parts (the fast path calls them directly to give each prompt its own crop's embedding);
-    the few small ops between them count as post-processing in both paths."""
+    """The modules whose forward time counts as encoder or decoder. The reference calls the
+    decoder's transformer as one module; the fast path calls its parts (each prompt gets its own
+    crop's embedding, and the first layer's image-side projections are shared by the prompts of
+    a crop), so the parts are timed too, down to the first layer's projections (nested modules
+    count once). In the fast path the attention products and elementwise ops of the first layer,
+    between those modules, count as post-processing."""
     dec = sam.mask_decoder
     parts = {"encoder": sam.image_encoder, "prompt": sam.prompt_encoder}
-    parts |= {"transformer": dec.transformer, "upscaling": dec.output_upscaling}
-    parts |= {"iou_head": dec.iou_prediction_head}
+    tr = getattr(dec.transformer, "inner", dec.transformer)  # the stand-in wraps the real one
+    parts["transformer"] = dec.transformer
+    for i, layer in enumerate(tr.layers):
+        parts[f"layer{i}"] = layer
+        for name, m in layer.named_children():
+            parts[f"layer{i}.{name}"] = m
+            for sub in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                if hasattr(m, sub):
+                    parts[f"layer{i}.{name}.{sub}"] = getattr(m, sub)
+    parts |= {"final_attn": tr.final_attn_token_to_image, "final_norm": tr.norm_final_attn}
+    parts |= {"upscaling": dec.output_upscaling, "iou_head": dec.iou_prediction_head}
     parts |= {f"hyper{i}": mlp for i, mlp in enumerate(dec.output_hypernetworks_mlps)}
     return parts
 

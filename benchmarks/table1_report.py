@@ -198,7 +198,7 @@ def table2_md(rows: list[dict[str, Any]]) -> str:
         "is the Linear FT model; random-init: discovery on a randomly initialised model of the "
         "same architecture (paper Figure 11).",
         "",
-        "| model | discovered in | lambda | % parameters | pooled: original model | "
+        "| model | discovered in | lambda | % of masked weights kept | pooled: original model | "
         "pooled: subnetwork | best epoch | selected |",
         "|---|---|---|---|---|---|---|---|",
     ]

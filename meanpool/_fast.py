@@ -5,7 +5,8 @@ but: on GPUs the whole image and all its crops go through the image encoder in O
 (optionally in bfloat16) and the prompts of ALL crops are decoded together in large batches (on
 CPUs, where big batches are slower, one crop per encoder call and SAM's 64 prompts per decoder
 call; ``SegmentConfig.encoder_batch_for`` / ``decoder_batch_for``); masks are upscaled only for
-prompts with an output above the IoU threshold; quality filtering, stability scores, boxes and
+prompts with an output above the IoU threshold; the two-way transformer's first layer projects
+each crop's image embedding once for all of its prompts (``two_way_crops``); quality filtering, stability scores, boxes and
 both NMS passes run on torch tensors on the model's device. Masks stay as crop-sized boolean
 tensors until the end (no RLE round trip); only SAM's small-region clean-up (OpenCV connected
 components) runs on the CPU, on the few survivors.
@@ -13,8 +14,11 @@ components) runs on the CPU, on the few survivors.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from segment_anything.modeling.transformer import Attention, TwoWayTransformer
 from segment_anything.utils.amg import (
     batched_mask_to_box,
     build_all_layer_point_grids,
@@ -70,6 +74,89 @@ def _encode_crops(
     return torch.cat(out), input_sizes
 
 
+def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    """b x t x C -> b x n x t x C/n, as SAM's ``Attention._separate_heads``."""
+    b, t, c = x.shape
+    return x.reshape(b, t, n, c // n).transpose(1, 2)
+
+
+def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SAM's ``Attention.forward`` after its three projections (head-separated q, k, v)."""
+    weights = torch.softmax(q @ k.permute(0, 1, 3, 2) / math.sqrt(q.shape[-1]), dim=-1)
+    out = weights @ v  # b x n x t x C/n
+    b, n, t, d = out.shape
+    return attn.out_proj(out.transpose(1, 2).reshape(b, t, n * d))
+
+
+@torch.no_grad()
+def two_way_crops(
+    tr: TwoWayTransformer,
+    crop_src: torch.Tensor,
+    crop_idx: torch.Tensor,
+    pos: torch.Tensor,
+    tokens: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``tr(crop_src[crop_idx], pos, tokens)`` with the first layer's image-side projections
+    computed once per crop instead of once per prompt.
+
+    ``crop_src`` (n_crops, C, h, w): image embeddings plus the dense prompt embedding (the same for
+    every point prompt); ``crop_idx`` (b,) the crop of each prompt; ``pos`` (1, C, h, w); ``tokens``
+    (b, T, C). Returns (b, T, C) tokens and (b, hw, C) image features. Until the first layer's
+    image-to-token attention the image side is the same for every prompt of a crop, so its key and
+    value projections (token-to-image) and its query projection (image-to-token), 3 of the
+    decoder's 10 projections of the hw x C image side, are shared; the arithmetic is otherwise
+    SAM's, row for row (equal outputs on CPU in float32, tests/meanpool).
+    """
+    first = tr.layers[0]
+    used, inv = torch.unique(crop_idx, return_inverse=True)
+    keys_c = crop_src[used].flatten(2).permute(0, 2, 1)  # u x hw x C
+    key_pe = pos.flatten(2).permute(0, 2, 1)  # 1 x hw x C
+    queries = tokens
+    if first.skip_first_layer_pe:
+        queries = first.self_attn(q=queries, k=queries, v=queries)
+    else:
+        q = queries + tokens
+        queries = queries + first.self_attn(q=q, k=q, v=queries)
+    queries = first.norm1(queries)
+    keys_pe = keys_c + key_pe  # u x hw x C, shared by the prompts of each crop
+    a = first.cross_attn_token_to_image
+    k = _heads(a.k_proj(keys_pe), a.num_heads)[inv]
+    v = _heads(a.v_proj(keys_c), a.num_heads)[inv]
+    q = _heads(a.q_proj(queries + tokens), a.num_heads)
+    queries = first.norm2(queries + _attend(a, q, k, v))
+    queries = first.norm3(queries + first.mlp(queries))
+    a = first.cross_attn_image_to_token
+    q_img = _heads(a.q_proj(keys_pe), a.num_heads)[inv]
+    q = queries + tokens
+    k, v = _heads(a.k_proj(q), a.num_heads), _heads(a.v_proj(queries), a.num_heads)
+    keys = first.norm4(keys_c[inv] + _attend(a, q_img, k, v))  # b x hw x C: now per prompt
+    key_pe = key_pe.expand(len(tokens), -1, -1)
+    for layer in tr.layers[1:]:
+        queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=key_pe)
+    q, k = queries + tokens, keys + key_pe
+    queries = tr.norm_final_attn(queries + tr.final_attn_token_to_image(q=q, k=k, v=keys))
+    return queries, keys
+
+
+def _transformer(
+    tr: torch.nn.Module,
+    crop_src: torch.Tensor,
+    crop_idx: torch.Tensor,
+    pos: torch.Tensor,
+    tokens: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's transformer on per-crop inputs (see ``two_way_crops``): SAM's
+    ``TwoWayTransformer`` shares its first layer's projections; a module with a ``forward_crops``
+    method (the realistic-load stand-in) is given the per-crop inputs; any other module gets one
+    image embedding per prompt."""
+    if isinstance(tr, TwoWayTransformer):
+        return two_way_crops(tr, crop_src, crop_idx, pos, tokens)
+    if hasattr(tr, "forward_crops"):
+        return tr.forward_crops(crop_src, crop_idx, pos, tokens)
+    b = len(tokens)
+    return tr(crop_src[crop_idx], pos.expand(b, -1, -1, -1), tokens)
+
+
 @torch.no_grad()
 def _decode(
     sam: torch.nn.Module,
@@ -94,9 +181,11 @@ def _decode(
     b = len(coords)
     out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
     tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)  # b x T x C
-    src = embeddings[crop_idx] + dense  # b x C x h x w
-    pos = sam.prompt_encoder.get_dense_pe().expand(b, -1, -1, -1)  # b x C x h x w
-    hs, src = dec.transformer(src, pos, tokens)  # b x T x C, b x hw x C
+    crop_src = embeddings + dense[:1]  # n_crops x C x h x w: no mask input, one dense embedding
+    pos = sam.prompt_encoder.get_dense_pe()  # 1 x C x h x w
+    hs, src = _transformer(
+        dec.transformer, crop_src, crop_idx, pos, tokens
+    )  # b x T x C, b x hw x C
     iou = dec.iou_prediction_head(hs[:, 0])[:, 1:]  # b x 3, the multimask outputs
     need = torch.arange(b, device=iou.device)
     if iou_thresh > 0.0:

@@ -174,8 +174,20 @@ class _Transformer(nn.Module):
 
     def forward(self, image_embedding, image_pe, point_embedding):
         hs, src = self.inner(image_embedding, image_pe, point_embedding)  # b x T x C, b x hw x C
-        b, c, h, w = image_embedding.shape
-        carried = image_embedding[:, :_CH] - self.no_mask[0, :_CH, None, None]
+        return self._replace(hs, src, image_embedding[:, :_CH], point_embedding)
+
+    def forward_crops(self, crop_src, crop_idx, pos, tokens):
+        """The fast path's per-crop call (``meanpool._fast.two_way_crops``), same outputs."""
+        from ._fast import _transformer
+
+        hs, src = _transformer(self.inner, crop_src, crop_idx, pos, tokens)
+        return self._replace(hs, src, crop_src[crop_idx, :_CH], tokens)
+
+    def _replace(self, hs, src, carried_embedding, point_embedding):
+        """hs (b, T, C) and src (b, hw, C) with the class map, the point's class and position."""
+        b, _, h, w = carried_embedding.shape
+        c = src.shape[-1]
+        carried = carried_embedding - self.no_mask[0, :_CH, None, None]
         classes = F.pixel_shuffle(carried.round(), _UNSHUFFLE)[:, 0].long()  # b x 4h x 4w
         xy = point_embedding[:, self.n_out, :2].double() * (_UNSHUFFLE * w / self.img_size)
         px = xy[:, 0].floor().long().clamp(0, _UNSHUFFLE * w - 1)

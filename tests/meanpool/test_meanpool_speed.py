@@ -103,3 +103,26 @@ def test_benchmark_reads_a_folder_and_skips_non_images(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     images = _load()._images(str(tmp_path), 5, (0, 0), seed=0)
     assert [im.shape for im in images] == [(48, 64, 3), (48, 64, 3)]
+
+
+def test_module_timer_counts_nested_modules_once():
+    import time
+
+    import torch
+
+    class Slow(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(0.02)
+            return x
+
+    inner = Slow()
+    outer = torch.nn.Sequential(inner, Slow())
+    timer = _load()._ModuleTimer({"outer": outer, "inner": inner}, torch.device("cpu"))
+    outer(torch.zeros(1))  # inner runs inside outer: its 20 ms are outer's
+    inner(torch.zeros(1))  # alone: its own
+    timer.remove()
+    assert set(timer.totals) == {"outer", "inner"}
+    assert timer.totals["outer"] >= 0.04 and 0.02 <= timer.totals["inner"] < 0.04
+    before = timer.totals["outer"]
+    outer(torch.zeros(1))
+    assert timer.totals["outer"] == before  # removed hooks time nothing more

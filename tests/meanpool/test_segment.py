@@ -105,3 +105,25 @@ def test_batch_sizes_follow_the_device_and_do_not_change_masks(tiny_sam):
     assert len(one) >= 3 and np.array_equal(one, generate_masks(tiny_sam, image, batched))
     with pytest.raises(AssertionError, match="encoder_batch"):
         SegmentConfig(encoder_batch=0)
+
+
+@pytest.mark.parametrize("skip_first_layer_pe", [True, False])
+def test_two_way_crops_equals_the_transformer_run_per_prompt(skip_first_layer_pe):
+    """The fast path's decoder transformer (first-layer projections shared per crop) computes
+    what SAM's TwoWayTransformer computes on one repeated image embedding per prompt."""
+    from segment_anything.modeling.transformer import TwoWayTransformer
+
+    from meanpool._fast import two_way_crops
+
+    torch.manual_seed(0)
+    tr = TwoWayTransformer(depth=2, embedding_dim=64, num_heads=8, mlp_dim=128).eval()
+    tr.layers[0].skip_first_layer_pe = skip_first_layer_pe
+    crop_src, pos = torch.randn(4, 64, 8, 8), torch.randn(1, 64, 8, 8)
+    crop_idx = torch.tensor([3, 3, 1, 1, 1, 3, 0])  # crop 2 unused, prompts out of crop order
+    tokens = torch.randn(len(crop_idx), 6, 64)
+    with torch.no_grad():
+        want = tr(crop_src[crop_idx], pos.expand(len(crop_idx), -1, -1, -1), tokens)
+        got = two_way_crops(tr, crop_src, crop_idx, pos, tokens)
+    for w, g in zip(want, got, strict=True):
+        assert w.shape == g.shape
+        assert torch.equal(w, g), (w - g).abs().max()  # row for row the same arithmetic

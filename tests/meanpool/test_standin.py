@@ -83,15 +83,25 @@ def test_standin_runs_the_real_modules_and_leaves_the_model_alone():
     before = {k: v.clone() for k, v in sam.state_dict().items()}
     wrapped = realistic_sam(sam)
     called = set()
+    real = (
+        "image_encoder",
+        "mask_decoder.transformer.layers.0.cross_attn_token_to_image.k_proj",  # fast: per crop
+        "mask_decoder.transformer.layers.0.mlp",
+        "mask_decoder.transformer.final_attn_token_to_image",
+        "mask_decoder.output_upscaling",
+    )
     hooks = [
         m.register_forward_hook(lambda mod, a, o, name=name: called.add(name))
         for name, m in sam.named_modules()
-        if name in ("image_encoder", "mask_decoder.transformer", "mask_decoder.output_upscaling")
+        if name in real
     ]
-    generate_masks(wrapped, realistic_image(64, 64, seed=0), SegmentConfig(points_per_side=4))
+    for backend in ("fast", "reference"):
+        called.clear()
+        image = realistic_image(64, 64, seed=0)
+        generate_masks(wrapped, image, SegmentConfig(points_per_side=4, backend=backend))
+        assert called == set(real), backend
     for h in hooks:
         h.remove()
-    assert called == {"image_encoder", "mask_decoder.transformer", "mask_decoder.output_upscaling"}
     assert sam.mask_decoder.transformer is not wrapped.mask_decoder.transformer
     assert all(torch.equal(v, sam.state_dict()[k]) for k, v in before.items())
 
