@@ -116,15 +116,15 @@ _PRESETS: dict[str, Fig3Config] = {
     # The paper's settings (Section 4.2, Appendix B.1). Base epochs are not given in the paper;
     # 30 with an early stop at 99.9% validation accuracy.
     "paper": Fig3Config(),
-    # CPU quick run (about 20 minutes on 2 cores with --workers 2). Scaled down:
+    # CPU quick run (10 minutes measured on 2 cores with --workers 2). Scaled down:
     # - numbers in [0, 100) instead of [0, 1000) (10,000 pairs instead of 1,000,000), so every
     #   row count is scaled too: base 5,000 training rows (50% of pairs), discovery 3,000 rows;
     # - 2 layers only (the CPU probe: 4 layers on this range failed to learn a+ab);
     # - 6 disambiguation sizes (0 to 1,000, i.e. up to 10% of pairs) instead of 17;
     # - 2 seeds, 500 validation / 500 test rows, base at most 40 epochs;
     # - discovery 40 epochs at lr 6e-3: with 60 steps per epoch (the paper: 1,000) lr 1e-3 left
-    #   the density falling ~2% per epoch at the end; 40 epochs at 6e-3 end flat (22.03% ->
-    #   21.86% over the last 5 epochs, measured);
+    #   the density falling ~2% per epoch at the end; 40 epochs at 6e-3 end nearly flat (23.04% ->
+    #   22.74% over the last 5 epochs, measured);
     # - transfer 150 epochs at the paper's batch 50 and lr 2e-4: at 100 epochs most runs picked
     #   their best epoch after epoch 80 (lr 5e-4 / 1e-3 did not help: still late, and 1e-3
     #   erased inherited structure: 0.78 vs 0.95 for subtask induction at n=300, one seed);
