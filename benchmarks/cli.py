@@ -70,6 +70,17 @@ def _coerce(cls: type, field: dataclasses.Field, value: str):
     return _names(value)
 
 
+def check_names(names: tuple[str, ...], registry: Registry, unmasked: tuple[str, ...]) -> None:
+    """One-line usage errors for names not in ``registry`` ("did you mean") and unknown
+    ``--unmasked`` modes."""
+    for name in names:
+        if name not in registry:
+            raise click.UsageError(registry.unknown_message(name))
+    for mode in unmasked:
+        if mode not in ("inherit", "reinit"):
+            raise click.UsageError(f"--unmasked takes inherit and/or reinit, got {mode!r}")
+
+
 def resolve_config(preset: str, overrides: dict, sets: tuple[str, ...], experiment: str = "fig3"):
     """The experiment's preset with the options the user gave (unset ones are None and
     dropped)."""
@@ -220,12 +231,7 @@ def run_cmd(experiment, preset, out, layers, seeds, sizes, conditions, unmasked,
         sets,
         experiment,
     )
-    for cond in cfg.conditions:
-        if cond not in CONDITIONS:
-            raise click.UsageError(CONDITIONS.unknown_message(cond))
-    for mode in cfg.unmasked:
-        if mode not in ("inherit", "reinit"):
-            raise click.UsageError(f"--unmasked takes inherit and/or reinit, got {mode!r}")
+    check_names(cfg.conditions, CONDITIONS, cfg.unmasked)
     if cfg.batch_runs < 0:
         raise click.BadParameter(f"--batch-runs takes 0 (automatic) or more, got {cfg.batch_runs}")
     out = out or Path("runs") / f"{experiment}-{preset}"

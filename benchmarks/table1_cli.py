@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from benchmarks.cli import resolve_config
+from benchmarks.cli import check_names, resolve_config
 from benchmarks.harness import StageError
 from benchmarks.strategies import STRATEGIES
 from benchmarks.table1_config import Table1Config
@@ -30,15 +30,8 @@ def run_table1_cmd(
     from subind.vision.models import ARCHS, WeightsError
 
     cfg = resolve_config(preset, overrides, sets, "table1")
-    for name in cfg.strategies:
-        if name not in STRATEGIES:
-            raise click.UsageError(STRATEGIES.unknown_message(name))
-    for name in cfg.models:
-        if name not in ARCHS:
-            raise click.UsageError(ARCHS.unknown_message(name))
-    for mode in cfg.unmasked:
-        if mode not in ("inherit", "reinit"):
-            raise click.UsageError(f"--unmasked takes inherit and/or reinit, got {mode!r}")
+    check_names(cfg.strategies, STRATEGIES, cfg.unmasked)
+    check_names(cfg.models, ARCHS, ())
     if cfg.distributed not in ("ddp", "slice"):
         raise click.UsageError(f"distributed takes ddp or slice, got {cfg.distributed!r}")
     out = out or Path("runs") / f"table1-{preset}"
