@@ -6,10 +6,10 @@ but: on GPUs the whole image and all its crops go through the image encoder in O
 CPUs, where big batches are slower, one crop per encoder call and SAM's 64 prompts per decoder
 call; ``SegmentConfig.encoder_batch_for`` / ``decoder_batch_for``); masks are upscaled only for
 prompts with an output above the IoU threshold; the two-way transformer's first layer projects
-each crop's image embedding once for all of its prompts (``two_way_crops``); quality filtering, stability scores, boxes and
-both NMS passes run on torch tensors on the model's device. Masks stay as crop-sized boolean
-tensors until the end (no RLE round trip); only SAM's small-region clean-up (OpenCV connected
-components) runs on the CPU, on the few survivors.
+each crop's image embedding once for all of its prompts (``two_way_crops``); quality filtering,
+stability scores, boxes and both NMS passes run on torch tensors on the model's device. Masks
+stay as crop-sized boolean tensors until the end (no RLE round trip); only SAM's small-region
+clean-up (OpenCV connected components) runs on the CPU, on the few survivors.
 """
 
 from __future__ import annotations
@@ -183,9 +183,8 @@ def _decode(
     tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)  # b x T x C
     crop_src = embeddings + dense[:1]  # n_crops x C x h x w: no mask input, one dense embedding
     pos = sam.prompt_encoder.get_dense_pe()  # 1 x C x h x w
-    hs, src = _transformer(
-        dec.transformer, crop_src, crop_idx, pos, tokens
-    )  # b x T x C, b x hw x C
+    # b x T x C tokens, b x hw x C image features
+    hs, src = _transformer(dec.transformer, crop_src, crop_idx, pos, tokens)
     iou = dec.iou_prediction_head(hs[:, 0])[:, 1:]  # b x 3, the multimask outputs
     need = torch.arange(b, device=iou.device)
     if iou_thresh > 0.0:

@@ -1,7 +1,6 @@
 """tools/gpu_check.sh and its table (tools/gpu_check_table.py), without a GPU: the collector on
 hand-made JSON, the script's syntax, and its plumbing with a stand-in Python."""
 
-import importlib.util
 import json
 import os
 import stat
@@ -11,16 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "gpu_check.sh"
 
 
 def _collector():
-    spec = importlib.util.spec_from_file_location(
-        "gpu_check_table", ROOT / "tools/gpu_check_table.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("tools/gpu_check_table.py")
     return mod
 
 

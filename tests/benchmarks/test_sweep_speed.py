@@ -1,17 +1,12 @@
-import importlib.util
 import json
-from pathlib import Path
 
 from click.testing import CliRunner
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "sweep_speed.py"
+from tests.scripts import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("sweep_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/sweep_speed.py")
 
 
 def test_sweep_speed_prints_both_trainers_and_the_ratio(tmp_path, monkeypatch):

@@ -1,18 +1,13 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "meanpool_speed.py"
+from tests.scripts import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("meanpool_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/meanpool_speed.py")
 
 
 def test_benchmark_times_both_paths_on_the_same_images(tmp_path):
