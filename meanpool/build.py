@@ -7,7 +7,6 @@ writes its own shards, and rank 0 writes the manifest after a barrier).
 
 from __future__ import annotations
 
-import datetime as _dt
 import io
 import json
 import os
@@ -22,9 +21,10 @@ import torch
 from PIL import Image
 
 from subind.io import append_jsonl, read_jsonl, write_json_atomic
-from subind.provenance import provenance
+from subind.provenance import digest, provenance
+from subind.runtime import barrier, init_distributed, resolve_device
 
-from .config import BuildConfig, ImageConfig, PoolConfig, SegmentConfig, digest, to_dict
+from .config import BuildConfig, ImageConfig, PoolConfig, SegmentConfig, to_dict
 from .imagenet import Item, select, sixteen_classes
 from .images import ImageSkip, load_rgb
 from .shards import ShardWriter, complete_shards, remove_partial, sha256_file, shard_keys
@@ -110,28 +110,6 @@ def encode_samples(
 
 
 # ---------------------------------------------------------------- distributed helpers
-def _dist_info() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    return (
-        int(os.environ.get("RANK", 0)),
-        int(os.environ.get("WORLD_SIZE", 1)),
-        int(os.environ.get("LOCAL_RANK", 0)),
-    )
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        torch.distributed.barrier()
-
-
-def resolve_device(device: str | None, local_rank: int, cuda_available: bool) -> str:
-    """None -> ``cuda:<local rank>`` (or cpu without CUDA); a bare ``cuda`` also gets the local
-    rank, so that ranks under torchrun never share GPU 0; anything else is used as given."""
-    if device is None:
-        return f"cuda:{local_rank}" if cuda_available else "cpu"
-    return f"cuda:{local_rank}" if device == "cuda" else device
-
-
 def _slice(items: list[Item], rank: int, world: int) -> list[Item]:
     """Contiguous, near-equal slices of ``items`` for each rank."""
     bounds = np.linspace(0, len(items), world + 1).round().astype(int)
@@ -232,14 +210,10 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a build. Returns the manifest on rank 0 and a per-rank summary elsewhere."""
     from .model import load_sam
 
-    rank, world, local_rank = _dist_info()
-    device = resolve_device(cfg.device, local_rank, torch.cuda.is_available())
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))  # before NCCL starts, so it uses this GPU
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        # Ranks finish their slices at different times; the final barrier must wait for all.
-        torch.distributed.init_process_group(backend, timeout=_dt.timedelta(hours=12))
+    device = str(resolve_device(cfg.device))  # before NCCL starts, so that it uses this GPU
+    # Ranks finish their slices at different times; the final barrier must wait for all (the
+    # process group's timeout is long).
+    rank, world = init_distributed("nccl" if device.startswith("cuda") else "gloo")
     out = Path(cfg.out)
 
     sam = load_sam(cfg.model_type, cfg.checkpoint, device)  # fails before anything is written
@@ -247,7 +221,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     settings_digest = digest(identity)[:16]
     _check_settings(out, identity)
     selected = select(cfg.imagenet_dir, cfg.subset, cfg.index, cfg.val_labels)
-    _barrier(world)  # every rank has read the old state before rank 0 changes it
+    barrier(world)  # every rank has read the old state before rank 0 changes it
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         remove_partial(out)
@@ -255,7 +229,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         if not (out / SETTINGS_FILE).exists():
             record = {"identity": identity, "digest": digest(identity), "provenance": provenance()}
             write_json_atomic(out / SETTINGS_FILE, record)
-    _barrier(world)
+    barrier(world)
 
     chosen = selected[: cfg.limit] if cfg.limit is not None else selected
     items = sorted(chosen, key=lambda it: it.rel)
@@ -267,7 +241,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
     # Unreadable inputs stay skipped; SAM failures (often out of memory) are retried.
     done |= {r["key"] for r in read_jsonl(out / FAILURES_FILE) if r.get("stage") != "segment"}
     mine = _slice([it for it in items if it.key not in done], rank, world)
-    _barrier(world)  # all ranks computed `done` before any rank writes
+    barrier(world)  # all ranks computed `done` before any rank writes
 
     stats = {"rank": rank, "written": 0, "skipped": 0, "already_done": len(set(keys) & done)}
     writer = ShardWriter(out, cfg.subset, rank, cfg.shard_size)
@@ -298,7 +272,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
         bar.update(1)
     writer.close()
     bar.close()
-    _barrier(world)
+    barrier(world)
     result: dict[str, Any] = stats
     if rank == 0:
         runtime = {
@@ -308,7 +282,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
             "checkpoint": str(Path(cfg.checkpoint).resolve()),
         }
         result = write_manifest(out, cfg, identity, items, runtime)
-    _barrier(world)
+    barrier(world)
     if world > 1:
         torch.distributed.destroy_process_group()
     return result

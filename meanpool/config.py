@@ -7,8 +7,6 @@ dataclass default is the single source of truth and what the manifest records.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,8 +166,3 @@ class BuildConfig:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a (nested) config dataclass."""
     return dataclasses.asdict(cfg)
-
-
-def digest(obj: Any) -> str:
-    """sha256 (hex) of the canonical JSON of ``obj``: equal settings give equal digests."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

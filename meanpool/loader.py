@@ -78,6 +78,12 @@ def _samples(
     return group_by_keys(tar_file_expander(open_shards(srcs, cache_dir)))
 
 
+def read_samples(source: str | Path, cache_dir: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every raw sample ({"__key__", "jpg", "cls", "json"}: bytes) of the build at ``source``
+    (see :func:`shard_urls`), in the order of the manifest's shards, in this one process."""
+    return _samples(({"url": u} for u in shard_urls(source, cache_dir)), cache_dir)
+
+
 def decode(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Stage: raw samples -> {"__key__", "image": PIL RGB, "cls": int, "json": dict}."""
     from PIL import Image

@@ -25,7 +25,7 @@ def build_tiny_sam(seed: int | None = None, img_size: int = 64) -> torch.nn.Modu
     """A tiny SAM (64 px input, 4x4 embedding, 32 channels) with random weights, for tests only.
 
     ``img_size`` (a multiple of 16) gives a larger input and embedding (img_size / 16 per side)
-    with the same small layers, e.g. for tests of ``meanpool.standin`` at a finer mask resolution.
+    with the same small layers, e.g. for tests of ``benchmarks.speed.standin`` at a finer mask resolution.
 
     It exercises every code path of the real models in milliseconds; its masks mean nothing.
     With ``seed``, weights are drawn reproducibly and the prompt encoder and mask decoder weights

@@ -25,12 +25,17 @@ MaskFn = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class Condition:
+    """A way to make the model trained on the target task; subclasses say how (``_start``)."""
+
     name: str
     doc: str
-    uses_subnetwork: bool  # needs a discovered subnetwork (its per-tensor counts or entries)
-    _mask_fn: MaskFn | None = None  # None: no mask (scratch / full transfer)
     # None: the caller's unmasked mode applies; else the only mode that makes sense.
     unmasked_modes: tuple[str, ...] | None = None
+
+    @property
+    def uses_subnetwork(self) -> bool:
+        """Needs a discovered subnetwork (its per-tensor counts or its entries)."""
+        return False
 
     def modes(self, requested: tuple[str, ...]) -> tuple[str, ...]:
         """The unmasked modes to run this condition with, given the ones requested."""
@@ -48,25 +53,57 @@ class Condition:
         """Return (model to train, record of what it took from ``base``)."""
         if self.unmasked_modes is not None:
             unmasked = self.unmasked_modes[0]
-        if self.name == "scratch":
-            return fresh, {
-                "unmasked": unmasked,
-                "subnetwork_trainable": None,
-                "subnetwork_density": 0.0,
-            }
-        if self.name == "full-transfer":
-            model = copy.deepcopy(base)
-            for p in model.parameters():
-                p.requires_grad_(True)
-            return model, {
-                "unmasked": unmasked,
-                "subnetwork_trainable": True,
-                "subnetwork_density": 1.0,
-            }
+        return self._start(base, fresh, subnetwork, unmasked, trainable_subnetwork, seed)
+
+    def _start(
+        self,
+        base: nn.Module,
+        fresh: nn.Module,
+        subnetwork: Subnetwork | None,
+        unmasked: str,
+        trainable_subnetwork: bool,
+        seed: int,
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _Scratch(Condition):
+    """The fresh model as it is: nothing taken from the base model."""
+
+    def _start(self, base, fresh, subnetwork, unmasked, trainable_subnetwork, seed):
+        return fresh, {"unmasked": unmasked, "subnetwork_trainable": None,
+                       "subnetwork_density": 0.0}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _FullTransfer(Condition):
+    """A copy of the whole base model, every parameter trainable."""
+
+    def _start(self, base, fresh, subnetwork, unmasked, trainable_subnetwork, seed):
+        model = copy.deepcopy(base)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, {"unmasked": unmasked, "subnetwork_trainable": True,
+                       "subnetwork_density": 1.0}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _MaskTransfer(Condition):
+    """The entries of the base model a mask selects, transferred into the fresh model
+    (:func:`subind.transfer.transfer`); the mask is derived from the subnetwork's."""
+
+    mask_fn: MaskFn | None = None
+
+    @property
+    def uses_subnetwork(self) -> bool:
+        return True
+
+    def _start(self, base, fresh, subnetwork, unmasked, trainable_subnetwork, seed):
         assert subnetwork is not None, f"condition {self.name!r} needs a discovered subnetwork"
-        assert self._mask_fn is not None
+        assert self.mask_fn is not None
         subnetwork.check_compatible(fresh)
-        masks = self._mask_fn(subnetwork.masks, seed)
+        masks = self.mask_fn(subnetwork.masks, seed)
         model = transfer(base, fresh, masks, unmasked, trainable_subnetwork)
         kept = sum(int(m.sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())
@@ -85,43 +122,41 @@ def _add(cond: Condition) -> None:
     CONDITIONS.register(cond.name, cond.doc)(cond)
 
 
-_add(Condition("subtask-induction", "transfer the discovered subnetwork", True, lambda m, s: m))
-_add(Condition("scratch", "train a freshly initialised model", False, unmasked_modes=("reinit",)))
+def _no_entries(masks: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    return {n: torch.zeros_like(v) for n, v in masks.items()}
+
+
+_add(_MaskTransfer("subtask-induction", "transfer the discovered subnetwork",
+                   mask_fn=lambda m, s: m))  # fmt: skip
+_add(_Scratch("scratch", "train a freshly initialised model", unmasked_modes=("reinit",)))
+_add(_FullTransfer("full-transfer", "fine-tune the whole base model", unmasked_modes=("inherit",)))
 _add(
-    Condition("full-transfer", "fine-tune the whole base model", False, unmasked_modes=("inherit",))
-)
-_add(
-    Condition(
+    _MaskTransfer(
         "random-subnetwork",
         "per tensor, k uniformly random entries (k = the subnetwork's count)",
-        True,
-        random_masks,
+        mask_fn=random_masks,
     )
 )
 _add(
-    Condition(
+    _MaskTransfer(
         "complement-subnetwork",
         "per tensor, k random entries from outside the subnetwork",
-        True,
-        complement_masks,
+        mask_fn=complement_masks,
     )
 )
 _add(
-    Condition(
+    _MaskTransfer(
         "random-subnetwork-inverted",
         "per tensor, N-k random entries (the released code's inverted control)",
-        True,
-        inverted_random_masks,
+        mask_fn=inverted_random_masks,
     )
 )
-
 _add(
-    Condition(
+    _MaskTransfer(
         "unmasked-only",
         "no masked entry; only the unmasked parameters (embeddings, norms, biases) inherited",
-        True,
-        lambda m, s: {n: torch.zeros_like(v) for n, v in m.items()},
         unmasked_modes=("inherit",),
+        mask_fn=_no_entries,
     )
 )
 

@@ -1,4 +1,4 @@
-"""Atomic file writes and append-only JSON-lines logs.
+"""Atomic file writes (text, JSON, state dicts) and append-only JSON-lines logs.
 
 Every artifact is written to a temporary file in the same directory and renamed into place, so a
 reader never sees half a file and a crash never replaces a finished result with a broken one.
@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 @contextmanager
@@ -50,6 +52,25 @@ def write_with_atomic(path: str | os.PathLike, writer: Callable[[Path], None]) -
     """Call ``writer(tmp_path)`` and move the result onto ``path`` only if it returns."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def save_state_dict(
+    state: torch.nn.Module | dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    exclude: tuple[str, ...] = (),
+) -> None:
+    """Write a state dict (or a module's) atomically: safetensors for a ``.safetensors`` path,
+    else ``torch.save``. Tensors are detached, moved to the CPU and made contiguous; names in
+    ``exclude`` are left out (e.g. a weight tied to another, which safetensors refuses)."""
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    cpu = {k: v.detach().cpu().contiguous() for k, v in state.items() if k not in exclude}
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        write_with_atomic(path, lambda tmp: save_file(cpu, str(tmp)))
+    else:
+        write_with_atomic(path, lambda tmp: torch.save(cpu, tmp))
 
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:

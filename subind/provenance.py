@@ -1,8 +1,12 @@
-"""What produced a result: package versions, git commit, host and time."""
+"""What produced a result: package versions, git commit, host and time; and the digests that
+name a result by the settings it depends on."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import hashlib
+import json
 import platform
 import subprocess
 from importlib import metadata
@@ -55,3 +59,21 @@ def provenance() -> dict[str, Any]:
         "host": platform.node(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def record_stamp() -> dict[str, Any]:
+    """The part of :func:`provenance` stored in every results record (commit and versions)."""
+    prov = provenance()
+    return {"git_commit": prov["git_commit"], "versions": prov["versions"]}
+
+
+def digest(obj: Any) -> str:
+    """sha256 (hex) of the canonical JSON of ``obj``: equal settings give equal digests."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def config_digest(cfg: Any, *names: str) -> str:
+    """A short digest of the named fields of a config dataclass (all fields when none): a
+    stage's cache key, so that editing a setting re-runs only the stages that depend on it."""
+    d = dataclasses.asdict(cfg)
+    return digest({k: d[k] for k in (names or d)})[:10]

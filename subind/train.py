@@ -1,10 +1,6 @@
 """The training loop shared by every stage: best-on-validation model selection, an optimizer
 choice, a step budget, resumable checkpoints, DDP under torchrun and bf16 autocast.
 
-With the new options at their defaults, ``fit`` does exactly what it always did (AdamW, one
-evaluation per epoch, the earliest best epoch kept): the same batches, the same operations in the
-same order, so earlier results are reproduced bit for bit.
-
 Resume is exact (the same final state and history as an uninterrupted run, on CPU) when
 ``epoch_batches(epoch)`` yields the same batches whenever it is called with the same global RNG
 state (torch, python ``random``, numpy) for the same epoch, e.g. a shuffle seeded by
@@ -24,7 +20,6 @@ import contextlib
 import copy
 import inspect
 import itertools
-import math
 import random
 import time
 import warnings
@@ -40,6 +35,7 @@ from tqdm.auto import tqdm
 
 from subind.io import write_with_atomic
 from subind.registry import Registry
+from subind.runtime import group_rank_world
 
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -114,49 +110,6 @@ class FitResult:
     resumed_from: int | None = None  # the checkpoint's step, if this call resumed one
 
 
-# --- distributed helpers ------------------------------------------------------------------------
-def dist_info() -> tuple[int, int]:
-    """(rank, world size) of the initialized default process group; (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def shard_batch(batch: Batch, rank: int, world: int) -> Batch:
-    """This rank's part of a batch: every tensor (alone, or in a tuple/list/dict) split along dim
-    0 into ``world`` parts of near-equal size (``torch.tensor_split``). With a mean loss and equal
-    parts, DDP over the parts computes the gradient of the whole batch."""
-    if isinstance(batch, torch.Tensor):
-        if batch.shape[0] < world:
-            raise ValueError(
-                f"a batch of {batch.shape[0]} rows cannot be split over {world} ranks: use a "
-                "batch size of at least the world size (drop_last for a short last batch)"
-            )
-        return torch.tensor_split(batch, world)[rank]
-    if isinstance(batch, Mapping):
-        return {k: shard_batch(v, rank, world) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(shard_batch(v, rank, world) for v in batch)
-    return batch  # anything else (a flag, a string) is the same on every rank
-
-
-@dataclass
-class ShardedBatches:
-    """Wrap ``epoch_batches`` so that each rank trains on its part of every batch (see
-    :func:`shard_batch`); rank and world default to the current process group's."""
-
-    epoch_batches: Callable[[int], Iterable[Batch]]
-    rank: int | None = None
-    world: int | None = None
-
-    def __call__(self, epoch: int) -> Iterator[Batch]:
-        rank, world = dist_info()
-        rank = rank if self.rank is None else self.rank
-        world = world if self.world is None else self.world
-        for batch in self.epoch_batches(epoch):
-            yield shard_batch(batch, rank, world)
-
-
 class LoaderEpochs:
     """``epoch -> iterator over loader``, for ``fit``: calls ``set_epoch`` on a sampler that has it
     (DistributedSampler) and reseeds the loader's and sampler's own ``torch.Generator`` (if any)
@@ -188,11 +141,6 @@ class LoaderEpochs:
 
     def __len__(self) -> int:
         return len(self.loader)
-
-
-def epochs_for(max_steps: int, steps_per_epoch: int) -> int:
-    """The number of epochs a step budget needs (TrainConfig.epochs for a given max_steps)."""
-    return max(1, math.ceil(max_steps / max(steps_per_epoch, 1)))
 
 
 # --- RNG and checkpoints ------------------------------------------------------------------------
@@ -361,6 +309,161 @@ def _metrics(value: float | Mapping[str, float]) -> dict[str, float]:
     return {"val_accuracy": float(value)}
 
 
+class _Loop:
+    """One call of :func:`fit`: the model, its optimizer, the position and the best state so
+    far; one method per part of the loop (evaluate and select, checkpoint, train one epoch)."""
+
+    def __init__(
+        self, model: nn.Module, loss_fn: LossFn, evaluate: EvalFn, config: TrainConfig
+    ) -> None:
+        self.model, self.loss_fn, self.evaluate, self.config = model, loss_fn, evaluate, config
+        self.rank, self.world = group_rank_world() if config.ddp else (0, 1)
+        params = [p for p in model.parameters() if p.requires_grad]
+        assert params, "expected at least one trainable parameter"
+        self.opt = OPTIMIZERS.get(config.optimizer)(params, config)
+        self.autocast = _autocast(config.amp, params[0].device)
+        self.ckpt = Path(config.checkpoint_dir) / CHECKPOINT_FILE if config.checkpoint_dir else None
+        self.s, self.best_state, self.rng, self.rng_epoch = _State(), None, None, None
+        self.resumed_from: int | None = None
+        if self.ckpt is not None and self.ckpt.exists():
+            self.s, self.best_state, self.rng, self.rng_epoch = _load_checkpoint(
+                self.ckpt, model, self.opt, config, self.rank, self.world
+            )
+            self.resumed_from = self.s.step
+        self.net: nn.Module = model
+        if self.world > 1:
+            device = params[0].device
+            ids = [device.index] if device.type == "cuda" else None
+            # Buffers are synchronised before each evaluation instead of at every forward:
+            # training uses batch statistics, and transfer's frozen originals never change.
+            self.net = nn.parallel.DistributedDataParallel(
+                model, device_ids=ids, **_no_forward_sync()
+            )
+        self.seconds0, self.start = self.s.seconds, time.perf_counter()
+        self.loss_sum = torch.tensor(self.s.loss_sum, dtype=torch.float64, device=params[0].device)
+        self.bar: Any = None
+
+    def train_mode(self) -> None:
+        self.net.train()
+        if self.config.norm_eval:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+
+    def spent(self) -> bool:
+        return self.config.max_steps is not None and self.s.step >= self.config.max_steps
+
+    def evaluate_and_select(self) -> None:
+        s = self.s
+        totals = torch.stack([self.loss_sum, self.loss_sum.new_tensor(float(s.loss_count))])
+        if self.world > 1:  # the mean over every rank's steps; rank 0's BatchNorm statistics
+            dist.all_reduce(totals)
+            _broadcast_buffers(self.model)
+        loss = float(totals[0]) / max(int(totals[1]), 1)
+        self.model.eval()
+        metrics = _metrics(self.evaluate(self.model))
+        if self.world > 1:
+            box = [metrics]
+            dist.broadcast_object_list(box, 0)
+            metrics = box[0]
+        acc = metrics["val_accuracy"]
+        s.history.append({"epoch": s.epoch, "step": s.step, "loss": loss, **metrics})
+        if acc > s.best_accuracy:
+            s.best_accuracy, s.best_epoch, s.best_step = acc, s.epoch, s.step
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        self.loss_sum.zero_()
+        s.loss_count, s.evaluated = 0, True
+        if self.config.stop_at_accuracy is not None and acc >= self.config.stop_at_accuracy:
+            s.stopped = True
+        self.bar.set_postfix(
+            epoch=s.epoch, loss=f"{loss:.3f}", val=f"{acc:.3f}", best=f"{s.best_accuracy:.3f}"
+        )
+
+    def save(self) -> None:
+        s = self.s
+        s.loss_sum, s.seconds = (
+            float(self.loss_sum),
+            self.seconds0 + time.perf_counter() - self.start,
+        )
+        _save_checkpoint(
+            self.ckpt, self.model, self.opt, s, self.best_state, self.config,
+            (_get_rng(), self.rng_epoch), self.rank, self.world,
+        )  # fmt: skip
+
+    def _epoch_start(self, epoch_batches: Callable[[int], Iterable[Batch]]) -> Iterator[Batch]:
+        """This epoch's batches; on a resume mid-epoch, the epoch's start is replayed (same RNG
+        state) and the batches already trained on are drawn and dropped."""
+        s, skip = self.s, self.s.batch
+        if skip:
+            _set_rng(self.rng_epoch)
+        elif self.ckpt is not None:
+            self.rng_epoch = _get_rng()
+        batches = iter(epoch_batches(s.epoch))
+        if skip:
+            skipped = sum(1 for _ in itertools.islice(batches, skip))
+            if skipped != skip:
+                raise ValueError(
+                    f"on resume epoch_batches({s.epoch}) yielded {skipped} batches, the "
+                    f"checkpoint had trained on {skip}: it must be deterministic per epoch"
+                )
+            _set_rng(self.rng)
+        return batches
+
+    def _step(self, batch: Batch) -> None:
+        with self.autocast():
+            loss = self.loss_fn(self.net, batch)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.loss_sum.add_(loss.detach().to(torch.float64))
+        s = self.s
+        s.loss_count += 1
+        s.step, s.batch, s.evaluated = s.step + 1, s.batch + 1, False
+        self.bar.update()
+
+    def epoch(self, epoch_batches: Callable[[int], Iterable[Batch]]) -> None:
+        """Train on the batches of the epoch in progress (from where a resume left it), with
+        the evaluations and checkpoints that fall in it."""
+        s, config = self.s, self.config
+        batches = self._epoch_start(epoch_batches)
+        self.train_mode()
+        for batch in batches:
+            self._step(batch)
+            if (config.eval_every and s.step % config.eval_every == 0) or self.spent():
+                self.evaluate_and_select()
+                self.train_mode()
+            if self.ckpt is not None and (
+                (config.checkpoint_every and s.step % config.checkpoint_every == 0)
+                or (config.checkpoint_every is None and s.evaluated)
+            ):
+                self.save()
+            if s.stopped or self.spent():
+                return
+        if config.eval_every is None:  # the epoch is complete
+            self.evaluate_and_select()
+        s.epoch, s.batch = s.epoch + 1, 0
+        if self.ckpt is not None and config.checkpoint_every is None and config.eval_every is None:
+            self.save()
+
+    def finish(self) -> FitResult:
+        """The last evaluation (if the last steps had none), the final checkpoint, and the best
+        state loaded into the model."""
+        s = self.s
+        if not s.evaluated:
+            self.evaluate_and_select()
+        self.bar.close()
+        if self.ckpt is not None:
+            self.save()
+        assert self.best_state is not None, "expected at least one evaluation"
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        seconds = self.seconds0 + time.perf_counter() - self.start
+        return FitResult(
+            s.best_accuracy, s.best_epoch, s.history, seconds, s.best_step, s.step,
+            self.resumed_from,
+        )  # fmt: skip
+
+
 def fit(
     model: nn.Module,
     epoch_batches: Callable[[int], Iterable[Batch]],
@@ -385,133 +488,21 @@ def fit(
     run's checkpoint makes a second call return the same result at once.
 
     With ``config.ddp`` under ``torch.distributed`` with world > 1 the model is wrapped in
-    DistributedDataParallel
-    (``loss_fn`` gets the wrapper); each rank must yield its own, equally many batches (see
-    :class:`ShardedBatches`, :class:`LoaderEpochs`). Before each evaluation buffers (e.g.
-    BatchNorm statistics) are broadcast from rank 0; ``evaluate`` runs on every rank on the
-    unwrapped model (it may shard its data and all-reduce) and rank 0's metrics are used by all,
-    so every rank selects and returns the same state. Rank 0 writes the checkpoints (a resumed
-    run must see them at the same path, with the same world size). With NCCL each rank must have
-    set its CUDA device (``torch.cuda.set_device(local_rank)``) and moved the model there."""
-    rank, world = dist_info() if config.ddp else (0, 1)
-    params = [p for p in model.parameters() if p.requires_grad]
-    assert params, "expected at least one trainable parameter"
-    opt = OPTIMIZERS.get(config.optimizer)(params, config)
-    autocast = _autocast(config.amp, params[0].device)
-    ckpt = Path(config.checkpoint_dir) / CHECKPOINT_FILE if config.checkpoint_dir else None
-    s, best_state, rng, rng_epoch, resumed_from = _State(), None, None, None, None
-    if ckpt is not None and ckpt.exists():
-        s, best_state, rng, rng_epoch = _load_checkpoint(ckpt, model, opt, config, rank, world)
-        resumed_from = s.step
-    net: nn.Module = model
-    if world > 1:
-        device = params[0].device
-        ids = [device.index] if device.type == "cuda" else None
-        # Buffers are synchronised before each evaluation instead of at every forward: training
-        # uses batch statistics, and transfer's frozen originals (buffers) never change.
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, **_no_forward_sync())
-    seconds0, start = s.seconds, time.perf_counter()
-    loss_sum = torch.tensor(s.loss_sum, dtype=torch.float64, device=params[0].device)
-
-    def train_mode() -> None:
-        net.train()
-        if config.norm_eval:
-            for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-
-    def spent() -> bool:
-        return config.max_steps is not None and s.step >= config.max_steps
-
-    def evaluate_and_select() -> None:
-        nonlocal best_state
-        totals = torch.stack([loss_sum, loss_sum.new_tensor(float(s.loss_count))])
-        if world > 1:  # the mean over every rank's steps; rank 0's BatchNorm statistics
-            dist.all_reduce(totals)
-            _broadcast_buffers(model)
-        loss = float(totals[0]) / max(int(totals[1]), 1)
-        model.eval()
-        metrics = _metrics(evaluate(model))
-        if world > 1:
-            box = [metrics]
-            dist.broadcast_object_list(box, 0)
-            metrics = box[0]
-        acc = metrics["val_accuracy"]
-        s.history.append({"epoch": s.epoch, "step": s.step, "loss": loss, **metrics})
-        if acc > s.best_accuracy:
-            s.best_accuracy, s.best_epoch, s.best_step = acc, s.epoch, s.step
-            best_state = copy.deepcopy(model.state_dict())
-        loss_sum.zero_()
-        s.loss_count, s.evaluated = 0, True
-        if config.stop_at_accuracy is not None and acc >= config.stop_at_accuracy:
-            s.stopped = True
-        bar.set_postfix(
-            epoch=s.epoch, loss=f"{loss:.3f}", val=f"{acc:.3f}", best=f"{s.best_accuracy:.3f}"
-        )
-
-    def save() -> None:
-        s.loss_sum, s.seconds = float(loss_sum), seconds0 + time.perf_counter() - start
-        _save_checkpoint(
-            ckpt, model, opt, s, best_state, config, (_get_rng(), rng_epoch), rank, world
-        )
-
-    bar = tqdm(
-        total=config.max_steps, initial=s.step, desc=desc, unit="step", disable=not progress,
+    DistributedDataParallel (``loss_fn`` gets the wrapper); each rank must yield its own,
+    equally many batches (e.g. :class:`LoaderEpochs` over a DataLoader with a
+    DistributedSampler). Before each evaluation buffers (e.g. BatchNorm statistics) are
+    broadcast from rank 0; ``evaluate`` runs on every rank on the unwrapped model (it may shard
+    its data and all-reduce) and rank 0's metrics are used by all, so every rank selects and
+    returns the same state. Rank 0 writes the checkpoints (a resumed run must see them at the
+    same path, with the same world size). With NCCL each rank must have set its CUDA device
+    (:func:`subind.runtime.resolve_device`) and moved the model there."""
+    loop = _Loop(model, loss_fn, evaluate, config)
+    loop.bar = tqdm(
+        total=config.max_steps, initial=loop.s.step, desc=desc, unit="step", disable=not progress,
         leave=False,
     )  # fmt: skip
-    if rng is not None:
-        _set_rng(rng)
-    while not s.stopped and not spent() and s.epoch < config.epochs:
-        skip = s.batch
-        if skip:  # resuming mid-epoch: replay the epoch's start, then skip what was trained on
-            _set_rng(rng_epoch)
-        elif ckpt is not None:
-            rng_epoch = _get_rng()
-        batches = iter(epoch_batches(s.epoch))
-        if skip:
-            skipped = sum(1 for _ in itertools.islice(batches, skip))
-            if skipped != skip:
-                raise ValueError(
-                    f"on resume epoch_batches({s.epoch}) yielded {skipped} batches, the "
-                    f"checkpoint had trained on {skip}: it must be deterministic per epoch"
-                )
-            _set_rng(rng)
-        train_mode()
-        for batch in batches:
-            with autocast():
-                loss = loss_fn(net, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum.add_(loss.detach().to(torch.float64))
-            s.loss_count += 1
-            s.step, s.batch, s.evaluated = s.step + 1, s.batch + 1, False
-            bar.update()
-            if (config.eval_every and s.step % config.eval_every == 0) or spent():
-                evaluate_and_select()
-                train_mode()
-            if ckpt is not None and (
-                (config.checkpoint_every and s.step % config.checkpoint_every == 0)
-                or (config.checkpoint_every is None and s.evaluated)
-            ):
-                save()
-            if s.stopped or spent():
-                break
-        else:  # the epoch is complete
-            if config.eval_every is None:
-                evaluate_and_select()
-            s.epoch, s.batch = s.epoch + 1, 0
-            if ckpt is not None and config.checkpoint_every is None and config.eval_every is None:
-                save()
-    if not s.evaluated:  # the last steps were not evaluated yet (or there were none)
-        evaluate_and_select()
-    bar.close()
-    if ckpt is not None:
-        save()
-    assert best_state is not None, "expected at least one evaluation"
-    model.load_state_dict(best_state)
-    model.eval()
-    seconds = seconds0 + time.perf_counter() - start
-    return FitResult(
-        s.best_accuracy, s.best_epoch, s.history, seconds, s.best_step, s.step, resumed_from
-    )
+    if loop.rng is not None:
+        _set_rng(loop.rng)
+    while not loop.s.stopped and not loop.spent() and loop.s.epoch < config.epochs:
+        loop.epoch(epoch_batches)
+    return loop.finish()

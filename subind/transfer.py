@@ -118,6 +118,29 @@ def _clean_names(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     return out
 
 
+def parameter_entries(
+    model: nn.Module,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+    """{name as in the un-parametrized model: (theta, frozen mask, frozen values)} of a model
+    :func:`transfer` made: theta is the tensor the optimizer sees; for a transferred tensor the
+    forward pass uses ``where(mask, values, theta)``, for any other tensor mask and values are
+    None. Raises ValueError for a parametrization other than transfer's."""
+    out = {}
+    for name, (module, pname) in _clean_names(model).items():
+        plist = getattr(module, "parametrizations", None)
+        if plist is not None and pname in plist:
+            stack = list(plist[pname])
+            if len(stack) != 1 or not isinstance(stack[0], _FrozenEntries):
+                raise ValueError(
+                    f"{name}: only the transfer parametrization (frozen entries) is understood "
+                    "here; bake or remove other parametrizations first"
+                )
+            out[name] = (plist[pname].original, stack[0].mask, stack[0].original)
+        else:
+            out[name] = (getattr(module, pname), None, None)
+    return out
+
+
 def effective_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """{name in the un-parametrized model: the tensor the forward pass uses}."""
     return {n: getattr(m, p).detach() for n, (m, p) in _clean_names(model).items()}

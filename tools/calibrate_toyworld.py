@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.toyworld import PretrainConfig, WorldConfig, _normalize, make_world, pretrain
+from benchmarks.vision.models import ARCHS, load_weights
+from benchmarks.vision.toyworld.pretrain import PretrainConfig, normalize, pretrain
+from benchmarks.vision.toyworld.world import WorldConfig, make_world
 from meanpool import loader
 from meanpool.imagenet import scan, sixteen_classes
-from subind.vision.models import ARCHS, load_weights
 
 
 def _parse(cls, pairs):
@@ -51,7 +52,7 @@ def _stack(images) -> torch.Tensor:
 def _decide(model, x: torch.Tensor, idx: list[int]) -> torch.Tensor:
     out = []
     for i in range(0, len(x), 512):
-        p = model(_normalize(x[i : i + 512])).softmax(1)
+        p = model(normalize(x[i : i + 512])).softmax(1)
         out.append(p[:, idx].argmax(1))
     return torch.cat(out)
 

@@ -86,14 +86,9 @@ def test_stages_on_plain_lists(tmp_path, tiny_sam):
     assert out[1] is pooled[1]
 
 
-def test_each_rank_gets_its_own_gpu_and_a_contiguous_slice():
-    from meanpool.build import _slice, resolve_device
+def test_each_rank_gets_a_contiguous_slice():
+    from meanpool.build import _slice
 
-    assert resolve_device(None, 3, True) == "cuda:3" and resolve_device(None, 3, False) == "cpu"
-    assert (
-        resolve_device("cuda", 2, True) == "cuda:2"
-        and resolve_device("cuda:0", 2, True) == "cuda:0"
-    )
     items = list(range(10))
     parts = [_slice(items, r, 3) for r in range(3)]
     assert sum(parts, []) == items and [len(p) for p in parts] == [3, 4, 3]

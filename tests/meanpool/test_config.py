@@ -1,6 +1,7 @@
 import pytest
 
-from meanpool.config import BuildConfig, IndexConfig, SegmentConfig, digest, to_dict
+from meanpool.config import BuildConfig, IndexConfig, SegmentConfig, to_dict
+from subind.provenance import digest
 
 
 def test_defaults_are_the_papers_settings():

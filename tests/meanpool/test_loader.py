@@ -90,12 +90,11 @@ def test_hf_subfolder_holds_its_own_build(built, tmp_path, offline):
     assert hub == _keys(loader.dataset(built))
 
 
-def test_vision_pooled_images_read_a_real_build(built):
-    from subind.vision.data import PooledImages
-
-    ds = PooledImages(built.parent, built.name, None)
+def test_read_samples_gives_every_raw_sample_in_manifest_order(built):
+    raw = list(loader.read_samples(built))
     samples = list(loader.dataset(built))
-    assert len(ds) == 16 and ds.labels == [s["cls"] for s in samples]
-    assert ds.sources == [s["json"]["source"] for s in samples]
-    assert all(src.startswith("train/") for src in ds.sources)
-    assert ds[0][0].size == samples[0]["image"].size
+    assert len(raw) == 16 and [r["__key__"] for r in raw] == [s["__key__"] for s in samples]
+    assert [int(r["cls"]) for r in raw] == [s["cls"] for s in samples]
+    sources = [json.loads(r["json"])["source"] for r in raw]
+    assert sources == [s["json"]["source"] for s in samples]
+    assert all(src.startswith("train/") for src in sources)

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from benchmarks.arithmetic.gpt2 import GPT2, GPT2Config
+from benchmarks.arithmetic.tasks import last_token_loss
 from subind.conditions import CONDITIONS, DEFAULT_CONDITIONS
 from subind.masks import MaskSelection, select_parameters
-from subind.models import GPT2, GPT2Config
 from subind.subnetwork import Subnetwork
-from subind.tasks.arithmetic import last_token_loss
 
 CFG = GPT2Config(vocab_size=13, n_positions=4, n_embd=16, n_layer=1, n_head=2, n_inner=32)
 

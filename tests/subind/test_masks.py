@@ -140,8 +140,8 @@ def test_masks_on_every_layer_type(kind, hard):
 
 
 def _gpt2_with_masks(seed=0):
-    from benchmarks.fig3 import GPT2_MASKED
-    from subind.models import GPT2, GPT2Config
+    from benchmarks.arithmetic.gpt2 import GPT2, GPT2Config
+    from benchmarks.arithmetic.stages import GPT2_MASKED
 
     torch.manual_seed(seed)
     model = GPT2(

@@ -11,16 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from subind.train import (
-    CHECKPOINT_FILE,
-    LoaderEpochs,
-    ShardedBatches,
-    TrainConfig,
-    _autocast,
-    epochs_for,
-    fit,
-    shard_batch,
-)
+from subind.train import CHECKPOINT_FILE, LoaderEpochs, TrainConfig, _autocast, fit
 from subind.transfer import effective_parameters, transfer
 
 torch.set_num_threads(1)
@@ -160,7 +151,6 @@ def test_step_budget_and_evaluation_every_n_steps():
         _model(), _batches(12), _loss, _acc, TrainConfig(epochs=2, max_steps=99), progress=False
     )
     assert res.steps == 8 and [h["step"] for h in res.history] == [4, 8]
-    assert epochs_for(33_160, 1_666) == 20 and epochs_for(8, 4) == 2
 
 
 def test_evaluate_may_return_several_metrics():
@@ -388,18 +378,19 @@ def test_bf16_option_on_cpu_warns_and_trains_in_fp32():
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
 
 
-def test_shard_batch_splits_every_tensor():
-    x, y = torch.arange(10).reshape(5, 2), torch.arange(5)
-    parts = [shard_batch({"x": x, "y": (y, "tag")}, r, 2) for r in range(2)]
-    assert parts[0]["x"].shape == (3, 2) and parts[1]["y"][0].tolist() == [3, 4]
-    assert parts[1]["y"][1] == "tag"
-    with pytest.raises(ValueError, match="cannot be split over 8 ranks"):
-        shard_batch(x, 0, 8)
-    sharded = ShardedBatches(lambda e: [(x, y)], rank=1, world=2)
-    assert [b[1].tolist() for b in sharded(0)] == [[3, 4]]
-
-
 # --- DDP: 2 gloo ranks x half batches == 1 process x whole batches -----------------------------
+def _halves(epoch_batches):
+    """Each rank's half of every batch (x, y): with a mean loss, DDP over the halves computes
+    the gradient of the whole batch."""
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+    def batches(epoch):
+        for x, y in epoch_batches(epoch):
+            yield torch.tensor_split(x, world)[rank], torch.tensor_split(y, world)[rank]
+
+    return batches
+
+
 _DDP_CFG = dict(epochs=4, lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=1e-3, eval_every=2)
 
 
@@ -412,10 +403,10 @@ def _ddp_worker(rank, world, tmp):
     try:
         ck = dict(checkpoint_dir=os.path.join(tmp, "ck"), checkpoint_every=3)
         model = _model(dropout=0.0)
-        fit(model, ShardedBatches(_batches()), _loss, _acc, TrainConfig(**_DDP_CFG, **ck, ddp=True,
+        fit(model, _halves(_batches()), _loss, _acc, TrainConfig(**_DDP_CFG, **ck, ddp=True,
             max_steps=8), progress=False)  # fmt: skip
         model = _model(seed=4, dropout=0.0)  # a longer budget resumes the checkpoint
-        res = fit(model, ShardedBatches(_batches()), _loss, _acc, TrainConfig(**_DDP_CFG, **ck, ddp=True,
+        res = fit(model, _halves(_batches()), _loss, _acc, TrainConfig(**_DDP_CFG, **ck, ddp=True,
             max_steps=16), progress=False)  # fmt: skip
         torch.save({"state": model.state_dict(), "history": res.history,
                     "resumed": res.resumed_from}, os.path.join(tmp, f"rank{rank}.pt"))  # fmt: skip

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from benchmarks.arithmetic.gpt2 import GPT2, GPT2Config
+from benchmarks.arithmetic.tasks import last_token_loss
 from subind.masks import MaskSelection, select_parameters
-from subind.models import GPT2, GPT2Config
-from subind.tasks.arithmetic import last_token_loss
 from subind.transfer import bake, describe_transfer, effective_parameters, transfer
 
 CFG = GPT2Config(vocab_size=23, n_positions=4, n_embd=16, n_layer=2, n_head=2, n_inner=32)
@@ -109,3 +109,31 @@ def test_transfer_mismatch_is_a_clear_error():
         transfer(base, fresh, bad)
     with pytest.raises(ValueError, match="names no parameter"):
         transfer(base, fresh, {"nope.weight": torch.ones(1, dtype=torch.bool)})
+
+
+def _bn_net() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.LazyLinear(2),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("unmasked", ["inherit", "reinit"])
+def test_batchnorm_running_statistics_follow_the_unmasked_mode(unmasked):
+    torch.manual_seed(0)
+    base = _bn_net()
+    base(torch.randn(8, 3, 6, 6) * 3 + 1)  # a train-mode forward: non-default running statistics
+    base.eval()
+    torch.manual_seed(1)
+    fresh = _bn_net()
+    fresh(torch.randn(1, 3, 6, 6))  # materialise the lazy layer ...
+    fresh[1].reset_running_stats()  # ... and keep a fresh model's default statistics
+    fresh_stats = {k: v.clone() for k, v in fresh.state_dict().items() if "running" in k}
+    base_stats = {k: v for k, v in base.state_dict().items() if "running" in k}
+    assert all(not torch.equal(base_stats[k], fresh_stats[k]) for k in base_stats)
+    masks = {"0.weight": torch.rand(base[0].weight.shape) < 0.3}
+    model = transfer(base, fresh, masks, unmasked=unmasked)
+    source = base_stats if unmasked == "inherit" else fresh_stats
+    for k, v in model.state_dict().items():
+        if "running" in k:
+            assert torch.equal(v, source[k]), f"{unmasked}: {k} does not follow the mode"

@@ -1,0 +1,202 @@
+"""``subind-bench evaluate`` (a model you bring: original, pooled and cue-conflict accuracy,
+robustness and shape bias) and ``subind-bench score cue-conflict`` (responses files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _cue_table(rows: list[tuple[str, dict]]) -> str:
+    """Markdown table of cue-conflict metrics, one row per (label, metrics)."""
+    lines = [
+        "| responses | n | same-class left out | missing | accuracy | robustness | shape bias |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, m in rows:
+        lines.append(
+            f"| {label} | {m['n']} | {m['n_excluded_same_class']} | {m['n_missing']} | "
+            f"{_fmt(m['accuracy'])} | {_fmt(m['robustness'])} | {_fmt(m['shape_bias'])} |"
+        )
+    return "\n".join(lines)
+
+
+@click.group("score")
+def score_group() -> None:
+    """Score model responses."""
+
+
+@score_group.command("cue-conflict")
+@click.option(
+    "--responses",
+    "responses",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="responses CSV (model-vs-human format); more files may follow",
+)
+@click.argument("more", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
+              help="also write the metrics (with provenance) to this JSON file")  # fmt: skip
+def score_cue_conflict_cmd(responses, more, json_out) -> None:
+    """Cue-conflict accuracy, robustness and shape bias of each responses file and of all rows
+    pooled. Same-class stimuli are left out; `na` responses count as wrong (neither shape nor
+    texture decisions)."""
+    from benchmarks.vision.cue_conflict import CueConflictError, score_files
+    from subind.io import write_json_atomic
+    from subind.provenance import provenance
+
+    paths = list(responses) + list(more)
+    if not paths:
+        raise click.UsageError("give at least one file: --responses FILE.csv [FILE.csv ...]")
+    try:
+        scores = score_files(paths)
+    except CueConflictError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    rows = list(scores["files"].items())
+    if len(paths) > 1:
+        rows.append((f"pooled ({len(paths)} files)", scores["pooled"]))
+    click.echo(_cue_table(rows))
+    pooled = scores["pooled"]
+    click.echo(
+        f"{pooled['n_excluded_same_class']} same-class stimuli left out; "
+        f"{pooled['n_missing']} missing (na) responses counted as wrong"
+    )
+    if json_out:
+        write_json_atomic(json_out, {**scores, "provenance": provenance()})
+
+
+@click.command("evaluate")
+@click.option("--arch", required=True, help="resnet18, vit_b_16, resnet18-mini, vit_b_16-mini")
+@click.option(
+    "--weights",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="torchvision state dict (.pth/.pt or .safetensors), 1000- or 16-class head",
+)
+@click.option(
+    "--cue-conflict-dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Geirhos' style-transfer-preprocessed-512 folder (<shape>/<shape><n>-<texture><m>.png)",
+)
+@click.option(
+    "--imagenet-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="ImageNet root: its 16-class val/ images are evaluated",
+)
+@click.option(
+    "--val-labels",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="labels of a flat val/ folder (LOC_val_solution.csv or '<file> <wnid>' lines)",
+)
+@click.option(
+    "--pooled",
+    default=None,
+    help="meanpool output folder (<pooled>/val/manifest.json) or hf://datasets/ORG/NAME",
+)
+@click.option(
+    "--decision-mapping",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSON category -> head indices (default: the packaged ImageNet-1k mapping)",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="output directory")
+@click.option(
+    "--tag", default=None, help="name of this model's outputs (default: the weight file's stem)"
+)
+@click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1 ...")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--workers", type=int, default=None, help="DataLoader worker processes")
+@click.option("--progress/--no-progress", default=True)  # fmt: skip
+def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pooled,
+                 decision_mapping, out, tag, device, batch_size, workers, progress) -> None:  # fmt: skip
+    """Evaluate a model you bring: original, mean-pooled and cue-conflict accuracy, robustness
+    and shape bias; writes metrics.json, per_class/TAG.csv and responses/TAG.csv under OUT."""
+    from benchmarks.vision.cue_conflict import CueConflictError
+    from benchmarks.vision.evaluate import (
+        EvalConfig,
+        check_mapping,
+        evaluate_model,
+        load_decision_mapping,
+    )
+    from benchmarks.vision.models import (
+        ARCHS,
+        WeightsError,
+        head_outputs,
+        load_weights,
+        read_weights,
+    )
+    from meanpool.imagenet import ImageNetError, sixteen_classes
+    from subind.io import write_json_atomic
+    from subind.provenance import provenance
+
+    if arch not in ARCHS:
+        raise click.UsageError(ARCHS.unknown_message(arch))
+    if batch_size is not None and batch_size < 1:
+        raise click.BadParameter(f"--batch-size must be >= 1, got {batch_size}")
+    spec = ARCHS.get(arch)
+    cfg = EvalConfig(
+        **{
+            k: v
+            for k, v in {"batch_size": batch_size, "workers": workers, "device": device}.items()
+            if v is not None
+        }
+    )
+    tag = tag or weights.stem
+    categories = sixteen_classes()[0]
+    try:
+        sd = read_weights(weights)
+        classes = head_outputs(sd, spec)
+        model = spec.build(classes)
+        load_weights(model, sd, name=f"{weights} (for --arch {arch})")
+        mapping = None
+        if classes != len(categories) or decision_mapping is not None:
+            mapping = load_decision_mapping(decision_mapping)
+            check_mapping(mapping, categories, classes)
+        start = time.perf_counter()
+        result = evaluate_model(
+            model, spec, imagenet_dir=imagenet_dir, val_labels=val_labels, pooled=pooled,
+            cue_conflict_dir=cue_conflict_dir, mapping=mapping, out_dir=out, tag=tag, cfg=cfg,
+            progress=progress, log=click.echo,
+        )  # fmt: skip
+    except (WeightsError, CueConflictError, ImageNetError, ValueError, FileNotFoundError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    record = {
+        "arch": arch,
+        "weights": str(weights),
+        "tag": tag,
+        "head_outputs": classes,
+        "decision": "direct (16-class head)" if mapping is None else "decision mapping",
+        "decision_mapping": None if mapping is None else str(decision_mapping or "packaged"),
+        "sources": {
+            "imagenet_dir": None if imagenet_dir is None else str(imagenet_dir),
+            "val_labels": None if val_labels is None else str(val_labels),
+            "pooled": pooled,
+            "cue_conflict_dir": str(cue_conflict_dir),
+        },
+        "config": dataclasses.asdict(cfg),
+        "wall_s": round(time.perf_counter() - start, 2),
+        **result,
+        "provenance": provenance(),
+    }
+    write_json_atomic(out / "metrics" / f"{tag}.json", record)
+    cue = result["cue_conflict"]
+    click.echo(
+        "| model | original | pooled | cue-conflict accuracy | robustness | shape bias |\n"
+        "|---|---|---|---|---|---|\n"
+        f"| {tag} | {_fmt(result['original_accuracy'])} | {_fmt(result['pooled_accuracy'])} | "
+        f"{_fmt(cue['accuracy'])} | {_fmt(cue['robustness'])} | {_fmt(cue['shape_bias'])} |"
+    )
+    click.echo(f"outputs in {out}/ (metrics/{tag}.json, per_class/{tag}.csv, responses/{tag}.csv)")

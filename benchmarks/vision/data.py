@@ -1,0 +1,163 @@
+"""Image transforms, datasets (image files; meanpool shards held in memory) and loaders."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision import transforms as T
+
+from benchmarks.vision.models import VisionArch
+from meanpool.loader import read_samples
+from subind.train import LoaderEpochs
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Transform = Callable[[Image.Image], Any]
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    # ImageNet holds grayscale and CMYK JPEGs; cue-conflict PNGs may carry alpha.
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def eval_transform(arch: VisionArch) -> Transform:
+    """PIL image -> (3, S, S) float32 normalised with the ImageNet mean/std (S = image_size):
+    shorter side resized to round(S * resize_ratio) px (bilinear, antialiased), centre crop."""
+    return T.Compose(
+        [
+            T.Lambda(_rgb),
+            T.Resize(round(arch.image_size * arch.resize_ratio), antialias=True),
+            T.CenterCrop(arch.image_size),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def train_transform(arch: VisionArch) -> Transform:
+    """PIL image -> (3, S, S) float32, normalised, randomly augmented per ``arch.train_crop`` and
+    ``arch.train_flip`` (random draws come from the torch generator of the loading process)."""
+    S = arch.image_size
+    steps: list[Callable] = [T.Lambda(_rgb)]
+    if arch.train_crop == "random-resized":
+        steps.append(T.RandomResizedCrop(S, antialias=True))
+    elif arch.train_crop == "pad":
+        steps += [
+            T.Resize(S, antialias=True),
+            T.CenterCrop(S),
+            T.RandomCrop(S, padding=max(1, S // 16), padding_mode="reflect"),
+        ]
+    elif arch.train_crop == "none":
+        steps += [T.Resize(round(S * arch.resize_ratio), antialias=True), T.CenterCrop(S)]
+    else:
+        raise ValueError(
+            f"unknown train_crop {arch.train_crop!r}; use 'random-resized', 'pad' or 'none'"
+        )
+    if arch.train_flip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return T.Compose(steps)
+
+
+class FileImages(Dataset):
+    """Images on disk: item i -> (transform(image), label); without a transform the RGB PIL image.
+
+    ``items``: (path relative to ``root``, integer label) pairs.
+    """
+
+    def __init__(
+        self, root: str | Path, items: Sequence[tuple[str, int]], transform: Transform | None
+    ) -> None:
+        self.root = Path(root)
+        self.items = [(str(p), int(y)) for p, y in items]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> list[int]:
+        return [y for _, y in self.items]
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        rel, label = self.items[i]
+        with Image.open(self.root / rel) as img:
+            img = _rgb(img)
+            img.load()
+        return (self.transform(img) if self.transform else img), label
+
+
+class PooledImages(Dataset):
+    """One subset of a meanpool build, its JPEG bytes held in memory and decoded on access.
+
+    ``source``: a folder with one meanpool build per subset (``<source>/<subset>/manifest.json``)
+    or ``hf://datasets/ORG/NAME[@REV]`` whose subfolder ``<subset>`` is such a build. Item i ->
+    (transform(image), 16-class label). ``sources`` lists each sample's original image path
+    (relative to the ImageNet folder; for disjointness checks) and ``labels`` the labels, in the
+    order of the shards in the manifest. ``cache_dir``: the Hugging Face cache for ``hf://``.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        subset: str,
+        transform: Transform | None,
+        cache_dir: str | None = None,
+    ) -> None:
+        loc = f"{str(source).rstrip('/')}/{subset}" if str(source).startswith("hf://") else None
+        folder = loc or Path(source) / subset
+        if loc is None and not (Path(folder) / "manifest.json").is_file():
+            raise FileNotFoundError(
+                f"{folder} has no manifest.json; --pooled must be a folder holding one finished "
+                f"meanpool build per subset (<pooled>/{subset}/manifest.json)"
+            )
+        self.transform = transform
+        self._jpgs: list[bytes] = []
+        self.labels: list[int] = []
+        self.sources: list[str] = []
+        for s in read_samples(folder, cache_dir):
+            self._jpgs.append(s["jpg"])
+            self.labels.append(int(s["cls"]))
+            self.sources.append(json.loads(s["json"])["source"])
+        if not self._jpgs:
+            raise ValueError(f"{folder} holds no samples; rebuild it with `meanpool build`")
+
+    def __len__(self) -> int:
+        return len(self._jpgs)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        img = Image.open(io.BytesIO(self._jpgs[i])).convert("RGB")
+        return (self.transform(img) if self.transform else img), self.labels[i]
+
+
+def epoch_loader(
+    dataset: Dataset, batch_size: int, seed: int, workers: int, rank: int = 0, world: int = 1
+) -> LoaderEpochs:
+    """``epoch -> batches`` for :func:`subind.train.fit`: epoch e's order is a function of
+    (seed, e) alone (DistributedSampler's rule), so a resumed run sees the same batches; each
+    rank gets its own share. The last short batch is dropped when a rank has a full one."""
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=len(dataset) // world >= batch_size,
+        persistent_workers=workers > 0,
+    )
+    return LoaderEpochs(loader)
+
+
+def in_order(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
+    """Batches of ``dataset`` in its order (evaluation, feature extraction)."""
+    return DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available()
+    )

@@ -1,0 +1,271 @@
+"""16-way decisions and the evaluation of one model on original 16-class ImageNet validation
+images, their mean-pooled versions and the cue-conflict stimuli (paper Section 5, Table 1, C.3)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmarks.vision.cue_conflict import (
+    cue_conflict_metrics,
+    per_class_metrics,
+    scan_cue_conflict,
+    write_responses_csv,
+)
+from benchmarks.vision.data import FileImages, PooledImages, eval_transform, in_order
+from benchmarks.vision.models import VisionArch, num_outputs
+from meanpool.imagenet import scan, sixteen_classes
+from subind.io import write_text_atomic
+from subind.runtime import resolve_device
+
+
+def load_decision_mapping(path: str | Path | None = None) -> dict[str, list[int]]:
+    """{category: head indices} from a JSON file: either the format of the packaged
+    ``imagenet1k_decision_mapping.json`` ({"categories": {cat: {"imagenet_indices": [...]}}}) or
+    a plain {cat: [indices]}. None: the packaged 1000-class ImageNet mapping (Geirhos et al.)."""
+    if path is None:
+        text = resources.files("benchmarks.vision").joinpath(
+            "data/imagenet1k_decision_mapping.json"
+        )
+        data = json.loads(text.read_text())
+    else:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read the decision mapping {path}: {e}") from None
+    cats = data.get("categories", data) if isinstance(data, dict) else None
+    try:
+        return {
+            c: [int(i) for i in (v["imagenet_indices"] if isinstance(v, dict) else v)]
+            for c, v in cats.items()
+        }
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"{path} is not a decision mapping; expected {{category: [indices]}} or "
+            f'{{"categories": {{category: {{"imagenet_indices": [...]}}}}}}'
+        ) from None
+
+
+def check_mapping(
+    mapping: dict[str, list[int]], categories: Sequence[str], num_classes: int
+) -> None:
+    """Raise ValueError (one line) unless every category has indices inside a
+    ``num_classes``-way head."""
+    for c in categories:
+        idx = mapping.get(c)
+        if not idx:
+            raise ValueError(f"the decision mapping has no indices for category {c!r}")
+        if max(idx) >= num_classes or min(idx) < 0:
+            raise ValueError(
+                f"the decision mapping sends {c!r} to class {max(idx)}, but the head has "
+                f"{num_classes} outputs; pass the --decision-mapping that fits this head"
+            )
+
+
+def decide(
+    logits: torch.Tensor, categories: Sequence[str], mapping: dict[str, list[int]] | None
+) -> torch.Tensor:
+    """Logits (B, C) -> (B,) int64 indices into ``categories`` (the 16-class label order).
+
+    ``mapping`` None: the head's C = len(categories) outputs are the categories (argmax).
+    Otherwise each category scores the mean softmax probability over its head indices, and the
+    decision is the argmax over categories (ties: the first category).
+    """
+    if mapping is None:
+        assert logits.shape[1] == len(categories), (
+            f"a {logits.shape[1]}-way head needs a decision mapping to answer in "
+            f"{len(categories)} categories"
+        )
+        return logits.argmax(1)
+    check_mapping(mapping, categories, logits.shape[1])
+    probs = logits.float().softmax(1)
+    scores = torch.stack([probs[:, mapping[c]].mean(1) for c in categories], 1)
+    return scores.argmax(1)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 128
+    workers: int = 0
+    device: str = "auto"  # "auto": cuda if available, else cpu
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    device: torch.device,
+    batch_size: int,
+    workers: int = 0,
+) -> float:
+    """Top-1 accuracy of a 16-class model on ``dataset`` (items (image tensor, label)); the
+    model is evaluated in eval mode and left in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in in_order(dataset, batch_size, workers):
+        pred = model(x.to(device)).argmax(1).cpu()
+        correct += int((pred == y).sum())
+        total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    categories: Sequence[str],
+    mapping: dict[str, list[int]] | None,
+    cfg: EvalConfig,
+    desc: str = "eval",
+    progress: bool = False,
+) -> tuple[list[int], list[int]]:
+    """(decisions, labels) over ``dataset`` (items (image tensor, label)), in dataset order; the
+    model is put in eval mode on ``cfg.device``."""
+    from tqdm.auto import tqdm
+
+    device = resolve_device(cfg.device)
+    model.eval().to(device)
+    preds: list[int] = []
+    labels: list[int] = []
+    batches = in_order(dataset, cfg.batch_size, cfg.workers)
+    for x, y in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        logits = model(x.to(device, non_blocking=True))
+        preds += decide(logits, categories, mapping).tolist()
+        labels += [int(v) for v in y]
+    return preds, labels
+
+
+def _accuracy_by_class(
+    preds: Sequence[int], labels: Sequence[int], categories: Sequence[str]
+) -> tuple[float, dict[str, dict[str, Any]]]:
+    per: dict[str, dict[str, Any]] = {}
+    for i, c in enumerate(categories):
+        hits = [p == y for p, y in zip(preds, labels, strict=True) if y == i]
+        per[c] = {"n": len(hits), "accuracy": sum(hits) / len(hits) if hits else None}
+    return sum(p == y for p, y in zip(preds, labels, strict=True)) / len(labels), per
+
+
+def _per_class_csv(per_class: dict[str, dict[str, Any]]) -> str:
+    cols = sorted({k for row in per_class.values() for k in row})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["class", *cols])
+    for c, row in per_class.items():
+        w.writerow([c, *("" if row.get(k) is None else row[k] for k in cols)])
+    return buf.getvalue()
+
+
+def _cue_conflict(
+    model: nn.Module,
+    cue_conflict_dir: str | Path,
+    transform: Any,
+    mapping: dict[str, list[int]] | None,
+    cfg: EvalConfig,
+    tag: str,
+    progress: bool,
+) -> tuple[list[Any], list[str]]:
+    """(stimuli, the model's response to each: a category name)."""
+    categories = sixteen_classes()[0]
+    stimuli = scan_cue_conflict(cue_conflict_dir)
+    root = Path(cue_conflict_dir)
+    items = [(str(s.path.relative_to(root)), categories.index(s.shape)) for s in stimuli]
+    preds, _ = predict(
+        model, FileImages(root, items, transform), categories, mapping, cfg,
+        f"{tag} cue-conflict", progress,
+    )  # fmt: skip
+    return stimuli, [categories[p] for p in preds]
+
+
+def _original_images(imagenet_dir: str | Path, val_labels: str | Path | None, transform: Any):
+    """The 16-class validation images of an ImageNet tree, as a dataset."""
+    items = scan(imagenet_dir, val_labels)["val"]
+    if not items:
+        raise ValueError(
+            f"no 16-class validation images under {Path(imagenet_dir) / 'val'} "
+            f"(val/<wnid>/* or a flat val/ with LOC_val_solution.csv)"
+        )
+    return FileImages(imagenet_dir, [(it.rel, it.label) for it in items], transform)
+
+
+def evaluate_model(
+    model: nn.Module,
+    arch: VisionArch,
+    *,
+    imagenet_dir: str | Path | None = None,
+    val_labels: str | Path | None = None,
+    pooled: str | Path | None = None,
+    cue_conflict_dir: str | Path | None = None,
+    mapping: dict[str, list[int]] | None = None,
+    out_dir: Path,
+    tag: str,
+    cfg: EvalConfig | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Evaluate ``model`` in 16 classes (directly, or through ``mapping`` for another head).
+
+    Sources (each optional): the 16-class validation images of ``imagenet_dir``
+    (``val/<wnid>/*``, or flat ``val/`` with ``val_labels`` or LOC_val_solution.csv, as
+    ``meanpool.imagenet.scan``), the "val" subset of the meanpool build ``pooled``, and the
+    stimuli of ``cue_conflict_dir``. Returns {"original_accuracy", "original_n",
+    "pooled_accuracy", "pooled_n", "cue_conflict": cue_conflict_metrics, "per_class": {class:
+    {"original_accuracy", "pooled_accuracy", "cue_conflict_accuracy", "cue_conflict_robustness",
+    "cue_conflict_shape_bias", ... "_n"}}} (None for a source not given). Writes
+    ``<out_dir>/per_class/<tag>.csv`` and, with cue-conflict stimuli,
+    ``<out_dir>/responses/<tag>.csv`` (model-vs-human format, subj = tag), atomically.
+    """
+    cfg = cfg or EvalConfig()
+    categories = sixteen_classes()[0]
+    heads = num_outputs(model, arch)
+    if mapping is None and heads != len(categories):
+        raise ValueError(
+            f"the model's head has {heads} outputs, not {len(categories)}; pass a decision "
+            f"mapping (e.g. load_decision_mapping()) to answer in the 16 categories"
+        )
+    if mapping is not None:
+        check_mapping(mapping, categories, heads)
+    transform = eval_transform(arch)
+    result: dict[str, Any] = {"original_accuracy": None, "original_n": None,
+                              "pooled_accuracy": None, "pooled_n": None, "cue_conflict": None}  # fmt: skip
+    per_class: dict[str, dict[str, Any]] = {c: {} for c in categories}
+
+    def run(name: str, dataset) -> None:
+        preds, labels = predict(model, dataset, categories, mapping, cfg, f"{tag} {name}", progress)
+        acc, per = _accuracy_by_class(preds, labels, categories)
+        result[f"{name}_accuracy"], result[f"{name}_n"] = acc, len(labels)
+        for c, row in per.items():
+            per_class[c].update({f"{name}_n": row["n"], f"{name}_accuracy": row["accuracy"]})
+
+    if imagenet_dir is not None:
+        run("original", _original_images(imagenet_dir, val_labels, transform))
+    if pooled is not None:
+        run("pooled", PooledImages(pooled, "val", transform))
+    if cue_conflict_dir is not None:
+        stimuli, responses = _cue_conflict(
+            model, cue_conflict_dir, transform, mapping, cfg, tag, progress
+        )
+        rows = [(s.shape, s.texture, r) for s, r in zip(stimuli, responses, strict=True)]
+        result["cue_conflict"] = metrics = cue_conflict_metrics(rows)
+        for c, m in per_class_metrics(rows).items():
+            per_class[c].update({"cue_conflict_n": m["n"], "cue_conflict_accuracy": m["accuracy"],
+                                 "cue_conflict_robustness": m["robustness"],
+                                 "cue_conflict_shape_bias": m["shape_bias"]})  # fmt: skip
+        write_responses_csv(Path(out_dir) / "responses" / f"{tag}.csv", stimuli, responses, tag)
+        log(
+            f"{tag}: cue-conflict: {metrics['n_excluded_same_class']} of {len(stimuli)} stimuli "
+            f"have the same shape and texture class and were left out"
+        )
+    result["per_class"] = per_class
+    write_text_atomic(Path(out_dir) / "per_class" / f"{tag}.csv", _per_class_csv(per_class))
+    return result

@@ -1,0 +1,78 @@
+"""The vision experiment as ``subind-bench`` knows it: table1 (paper Tables 1-2, Figures 5 and
+11, Appendix C), with its options, checks, run and reports (pipeline:
+:mod:`benchmarks.vision.inputs`, :mod:`benchmarks.vision.stages`, :mod:`benchmarks.vision.runs`).
+The vision stack (torchvision, the datasets) is imported only when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.base import COMMON_OPTIONS, ConfigError, Experiment, Option, Outcome, names
+from benchmarks.vision.config import PRESETS, Table1Config
+
+
+def _title(cfg: Table1Config, preset: str | None) -> str:
+    where = "synthetic shape/texture world" if cfg.world else "16-class ImageNet"
+    return f"Table 1: training strategies on {where}" + (f" (preset {preset})" if preset else "")
+
+
+@dataclass(frozen=True)
+class VisionExperiment(Experiment):
+    def check(self, cfg: Table1Config) -> None:
+        from benchmarks.base import check_names
+        from benchmarks.vision.models import ARCHS
+        from benchmarks.vision.strategies import STRATEGIES
+
+        super().check(cfg)
+        check_names(cfg.strategies, STRATEGIES)
+        check_names(cfg.models, ARCHS)
+        if cfg.distributed not in ("ddp", "slice"):
+            raise ConfigError(f"distributed takes ddp or slice, got {cfg.distributed!r}")
+
+    def run(self, cfg: Table1Config, out: Path, preset: str, progress: bool) -> Outcome | None:
+        from benchmarks.vision.report import table1_md, table2_md, table2_rows, write_reports
+        from benchmarks.vision.runs import run_table1
+        from subind.runtime import dist_env
+
+        records, stages = run_table1(cfg, out, progress, preset)
+        if dist_env()[0] != 0:
+            return None  # under torchrun, rank 0 writes the reports
+        table2 = table2_rows(stages)
+        write_reports(records, out, _title(cfg, preset), table2)
+        return Outcome(table1_md(records, _title(cfg, preset)) + "\n" + table2_md(table2),
+                       len(records))  # fmt: skip
+
+    def report(self, out: Path, records: list[dict[str, Any]]) -> str:
+        from benchmarks.vision.report import table1_md, write_reports
+
+        saved = json.loads((out / "config.json").read_text())
+        cfg = Table1Config(world=saved["config"].get("world"))
+        table2_path = out / "table2.json"
+        table2 = json.loads(table2_path.read_text()) if table2_path.exists() else None
+        write_reports(records, out, _title(cfg, saved.get("preset")), table2)
+        return table1_md(records, _title(cfg, saved.get("preset")))
+
+
+TABLE1 = VisionExperiment(
+    "table1",
+    "vision Subtask Induction: paper Tables 1-2, Figures 5 and 11, Appendix C",
+    Table1Config,
+    PRESETS,
+    "mini",
+    COMMON_OPTIONS
+    + (
+        Option("--imagenet-dir", "imagenet_dir", "ImageNet root (train/<wnid>/, val/)"),
+        Option("--val-labels", "val_labels", "labels for a flat val/ folder"),
+        Option("--pooled", "pooled", "meanpool output folder or hf://datasets/ORG/NAME"),
+        Option("--cue-conflict-dir", "cue_conflict_dir", "style-transfer-preprocessed-512"),
+        Option("--weights-resnet18", "weights_resnet18", "torchvision resnet18 state dict"),
+        Option("--weights-vit", "weights_vit", "torchvision vit_b_16 state dict"),
+        Option("--models", "models", "comma-separated, e.g. resnet18,vit_b_16", names),
+        Option("--strategies", "strategies", "comma-separated; see `subind-bench ls`", names),
+    ),
+    "table1.md, table1.csv, table2.md, per_class.md, fig5.png, responses/",
+)

@@ -1,0 +1,279 @@
+"""Tables and plots of the vision experiments from results.jsonl: table1.md/.csv (mean +- std over
+seeds), the paired differences that ask whether the subnetwork matters, table2.md (discovery),
+per-class tables and fig5.png (accuracy against steps)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from benchmarks.stats import mean_std, paired_by_seed
+from subind.io import write_json_atomic, write_text_atomic, write_with_atomic
+
+# (column title, getter) of Table 1; cue-conflict metrics come from the "cue_conflict" dict.
+_COLUMNS = [
+    ("original", lambda r: r.get("original_accuracy")),
+    ("pooled", lambda r: r.get("pooled_accuracy")),
+    ("cue-conflict accuracy", lambda r: (r.get("cue_conflict") or {}).get("accuracy")),
+    ("robustness", lambda r: (r.get("cue_conflict") or {}).get("robustness")),
+    ("shape bias", lambda r: (r.get("cue_conflict") or {}).get("shape_bias")),
+]
+_ORDER = [
+    "subtask-induction",
+    "random-subnetwork",
+    "unmasked-only",
+    "scratch",
+    "data-mixture",
+    "linear-ft",
+    "pretrained",
+]
+
+
+def row_label(r: dict[str, Any]) -> tuple[str, str, str]:
+    return r["model"], r["strategy"], r["unmasked"]
+
+
+def _sort_key(label: tuple[str, str, str]) -> tuple:
+    model, strategy, unmasked = label
+    rank = _ORDER.index(strategy) if strategy in _ORDER else len(_ORDER)
+    return model, rank, strategy, unmasked
+
+
+def _groups(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[row_label(r)].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: _sort_key(kv[0])))
+
+
+def _cell(values: list[float | None], pct: bool = True) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    m, s = mean_std(vals)
+    scale = 100.0 if pct else 1.0
+    spread = f" +- {s * scale:.1f}" if len(vals) > 1 else ""
+    return f"{m * scale:.1f}{spread}"
+
+
+def _train_size(runs: list[dict[str, Any]]) -> str:
+    n = runs[0].get("train_images", 0)
+    return f"{n:,}" if n else "pretraining set"
+
+
+def table1_md(records: list[dict[str, Any]], title: str) -> str:
+    """Rows: model x strategy x unmasked mode; columns: train set size, original, pooled,
+    cue-conflict accuracy, robustness, shape bias (percent; mean +- std over seeds)."""
+    lines = [
+        f"# {title}",
+        "",
+        "Percent, mean +- std over seeds (runs). original / pooled: 16-class ImageNet validation "
+        "images and their mean-pooled versions; cue-conflict: accuracy by shape, robustness "
+        "(1 - decided by texture), shape bias (shape / (shape + texture) decisions; same-class "
+        "stimuli left out).",
+        "",
+        "| model | strategy | unmasked | runs | train images | "
+        + " | ".join(c for c, _ in _COLUMNS)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(_COLUMNS),
+    ]
+    for (model, strategy, unmasked), runs in _groups(records).items():
+        cells = [_cell([get(r) for r in runs]) for _, get in _COLUMNS]
+        lines.append(
+            f"| {model} | {strategy} | {unmasked} | {len(runs)} | {_train_size(runs)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def table1_csv(records: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["model", "strategy", "unmasked", "seed", "train_images"] + [c for c, _ in _COLUMNS])
+    for r in sorted(records, key=lambda r: (_sort_key(row_label(r)), r["seed"])):
+        w.writerow(
+            [r["model"], r["strategy"], r["unmasked"], r["seed"], r.get("train_images", 0)]
+            + ["" if get(r) is None else f"{get(r):.6f}" for _, get in _COLUMNS]
+        )
+    return buf.getvalue()
+
+
+def paired_md(records: list[dict[str, Any]]) -> str:
+    """Subtask induction minus each other strategy, paired by (model, seed): does the discovered
+    subnetwork itself carry the bias? A control run in the same unmasked mode is compared like
+    with like; a control with one mode (scratch, data mixture, ...) pairs with both; an untrained
+    row (one run) pairs with every seed."""
+    from benchmarks.vision.strategies import STRATEGIES
+
+    untrained = frozenset(n for n in STRATEGIES if not STRATEGIES.get(n).trains)
+    pairings = paired_by_seed(records, lambda r: r["model"], "strategy", untrained)
+    pairings.sort(key=lambda p: (_sort_key((p.group, "subtask-induction", p.mode)),
+                                 _sort_key((p.group, p.control, p.control_mode))))  # fmt: skip
+    metrics = [("pooled", _COLUMNS[1][1]), ("shape bias", _COLUMNS[4][1]),
+               ("original", _COLUMNS[0][1])]  # fmt: skip
+    lines = [
+        "## Subtask induction minus each control, paired by seed (percentage points)",
+        "",
+        "| model | unmasked | control | pairs | " + " | ".join(f"{m}" for m, _ in metrics) + " |",
+        "|---|---|---|---|" + "---|" * len(metrics),
+    ]
+    for p in pairings:
+        cells = []
+        for _, get in metrics:
+            d = [100 * x for x in p.differences(get)]
+            if not d:
+                cells.append("-")
+                continue
+            m, sd = mean_std(d)
+            cells.append(f"{m:+.1f}" + (f" +- {sd:.1f}" if len(d) > 1 else ""))
+        lines.append(
+            f"| {p.group} | {p.mode} | {p.control} ({p.control_mode}) | {len(p.pairs)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def table2_rows(stages: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per discovery run: model, kind (pretrained / random-init), lambda, density, pooled
+    evaluation accuracy of the whole model and of the subnetwork, and whether it was selected."""
+    rows = []
+    for model, st in stages.items():
+        whole = st.linear_meta["pooled_evaluation_accuracy"]
+        for lam, sub in sorted(st.by_penalty.items(), reverse=True):
+            rows.append(
+                {
+                    "model": model,
+                    "kind": "pretrained",
+                    "lambda": lam,
+                    "density": sub.density,
+                    "pooled_whole_model": whole,
+                    "pooled_subnetwork": sub.meta["val_accuracy"],
+                    "best_epoch": sub.meta.get("best_epoch"),
+                    "selected": sub is st.subnetwork,
+                }
+            )
+        if st.random_init is not None:
+            rows.append(
+                {
+                    "model": model,
+                    "kind": "random-init",
+                    "lambda": st.random_init.meta.get("penalty"),
+                    "density": st.random_init.density,
+                    "pooled_whole_model": None,
+                    "pooled_subnetwork": st.random_init.meta["val_accuracy"],
+                    "best_epoch": st.random_init.meta.get("best_epoch"),
+                    "selected": False,
+                }
+            )
+    return rows
+
+
+def table2_md(rows: list[dict[str, Any]]) -> str:
+    """The paper's Table 2 (density; pooled accuracy of the original model vs the subnetwork) with
+    every lambda tried and Figure 11's random-init control."""
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    lines = [
+        "# Table 2: discovery on mean-pooled images",
+        "",
+        "Pooled accuracy on the pooled evaluation subset (model selection set). The original model "
+        "is the Linear FT model; random-init: discovery on a randomly initialised model of the "
+        "same architecture (paper Figure 11).",
+        "",
+        "| model | discovered in | lambda | % of masked weights kept | pooled: original model | "
+        "pooled: subnetwork | best epoch | selected |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['kind']} | {r['lambda']:g} | {100 * r['density']:.1f}% | "
+            f"{pct(r['pooled_whole_model'])} | {pct(r['pooled_subnetwork'])} | "
+            f"{r['best_epoch']} | {'yes' if r['selected'] else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+_PER_CLASS = [
+    ("original", "original_accuracy"),
+    ("pooled", "pooled_accuracy"),
+    ("cue-conflict accuracy", "cue_conflict_accuracy"),
+    ("shape bias", "cue_conflict_shape_bias"),
+]
+
+
+def per_class_md(records: list[dict[str, Any]]) -> str:
+    """Per-class results (paper C.3) for every row, percent, mean over seeds: accuracy on
+    original and pooled images, and cue-conflict accuracy and shape bias by shape class."""
+    lines = ["# Per-class results (paper Appendix C.3)", ""]
+    for (model, strategy, unmasked), runs in _groups(records).items():
+        tables = [r["per_class"] for r in runs if r.get("per_class")]
+        if not tables:
+            continue
+        lines += [f"## {model} / {strategy} ({unmasked}), {len(tables)} run(s)", ""]
+        lines.append("| class | " + " | ".join(t for t, _ in _PER_CLASS) + " |")
+        lines.append("|---|" + "---|" * len(_PER_CLASS))
+        for c in tables[0]:
+            cells = [_cell([t.get(c, {}).get(k) for t in tables]) for _, k in _PER_CLASS]
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def fig5(records: list[dict[str, Any]], path: Path) -> None:
+    """Figure 5: original (top) and pooled (bottom) evaluation accuracy against training steps,
+    mean over seeds, one column per model; every trained strategy, subtask induction and scratch
+    drawn solid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = [r for r in records if r.get("curve")]
+    models = sorted({r["model"] for r in trained})
+    if not models:
+        return
+    fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models) + 3, 7), squeeze=False)
+    for col, model in enumerate(models):
+        groups = _groups([r for r in trained if r["model"] == model])
+        for (_, strategy, unmasked), runs in groups.items():
+            steps = [p["step"] for p in runs[0]["curve"]]
+            style = "-" if strategy in ("subtask-induction", "scratch") else "--"
+            for row, metric in enumerate(("original", "pooled")):
+                ys = [
+                    statistics.fmean(r["curve"][i][metric] for r in runs if len(r["curve"]) > i)
+                    for i in range(len(steps))
+                ]
+                axes[row][col].plot(steps, ys, style, label=f"{strategy} ({unmasked})")
+        for row, metric in enumerate(("original", "pooled")):
+            ax = axes[row][col]
+            ax.set_title(f"{model}: {metric} evaluation images")
+            ax.set_xlabel("training step")
+            ax.set_ylabel("accuracy")
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    write_with_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_reports(
+    records: list[dict[str, Any]], out: Path, title: str, table2: list[dict[str, Any]] | None
+) -> None:
+    """table1.md (with the paired differences), table1.csv, table2.md (+ table2.json, so that
+    `subind-bench report` can rewrite it), per_class.md and fig5.png."""
+    write_text_atomic(out / "table1.md", table1_md(records, title) + "\n" + paired_md(records))
+    write_text_atomic(out / "table1.csv", table1_csv(records))
+    if table2 is not None:
+        write_json_atomic(out / "table2.json", table2)
+        write_text_atomic(out / "table2.md", table2_md(table2))
+    write_text_atomic(out / "per_class.md", per_class_md(records))
+    fig5(records, out / "fig5.png")

@@ -1,0 +1,154 @@
+"""The registry of vision training strategies (paper Table 1): each turns the pretrained model, its
+16-class "Linear FT" version, a freshly initialised model and the discovered subnetwork into the
+16-class model that is then trained on the original 16-class images (or not trained at all).
+
+Strategies that transfer weights delegate to ``subind.conditions.CONDITIONS``, so the
+count-matched random control and the unmasked policy are the same code as in the arithmetic
+experiments. ``STRATEGIES`` is the single list the CLI, the harness and the test matrix use.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from subind.conditions import CONDITIONS
+from subind.registry import Registry
+from subind.subnetwork import Subnetwork
+
+
+@dataclass(frozen=True)
+class StrategyInputs:
+    pretrained: nn.Module  # the pretrained model with its own (e.g. 1000-class) head
+    linear: nn.Module  # the pretrained backbone with the trained 16-class head (stage 2)
+    fresh: nn.Module  # a newly initialised 16-class model of the same architecture
+    subnetwork: Subnetwork | None
+    unmasked: str = "inherit"
+    trainable_subnetwork: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FromCondition:
+    """Start from what a transfer condition builds (base model: the Linear FT model)."""
+
+    condition: str
+
+    @property
+    def uses_subnetwork(self) -> bool:
+        return CONDITIONS.get(self.condition).uses_subnetwork
+
+    def __call__(self, inputs: StrategyInputs) -> tuple[nn.Module, dict[str, Any]]:
+        return CONDITIONS.get(self.condition).build(
+            inputs.linear,
+            inputs.fresh,
+            inputs.subnetwork,
+            inputs.unmasked,
+            inputs.trainable_subnetwork,
+            seed=inputs.seed,
+        )
+
+
+@dataclass(frozen=True)
+class CopyOf:
+    """Start from a copy of one of the inputs' models (``source``: "linear" or "pretrained"),
+    every parameter trainable or none."""
+
+    source: str
+    trainable: bool
+    uses_subnetwork = False
+
+    def __call__(self, inputs: StrategyInputs) -> tuple[nn.Module, dict[str, Any]]:
+        model = copy.deepcopy(getattr(inputs, self.source))
+        for p in model.parameters():
+            p.requires_grad_(self.trainable)
+        return model, {
+            "unmasked": "inherit",
+            "subnetwork_trainable": None,
+            "subnetwork_density": 1.0,
+        }
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    doc: str
+    start: FromCondition | CopyOf  # how the starting model is made
+    trains: bool = True  # trained on the original 16-class images
+    pooled_in_training: bool = False  # the pooled discovery + evaluation images join the train set
+    uses_mapping: bool = False  # answers through the decision mapping (a non-16-class head)
+    unmasked_modes: tuple[str, ...] | None = ("inherit",)  # None: the requested modes apply
+
+    def modes(self, requested: tuple[str, ...]) -> tuple[str, ...]:
+        return requested if self.unmasked_modes is None else self.unmasked_modes
+
+    @property
+    def uses_subnetwork(self) -> bool:
+        return self.start.uses_subnetwork
+
+    def build(self, inputs: StrategyInputs) -> tuple[nn.Module, dict[str, Any]]:
+        """(model to train or evaluate, record of what it took from the pretrained model)."""
+        return self.start(inputs)
+
+
+STRATEGIES: Registry[Strategy] = Registry("strategy")
+
+
+def _add(s: Strategy) -> None:
+    STRATEGIES.register(s.name, s.doc)(s)
+
+
+_add(
+    Strategy(
+        "subtask-induction",
+        "the discovered subnetwork, frozen, in a re-initialised model trained on original images",
+        FromCondition("subtask-induction"),
+        unmasked_modes=None,
+    )
+)
+_add(Strategy("scratch", "a freshly initialised model trained on original images",
+              FromCondition("scratch"), unmasked_modes=("reinit",)))  # fmt: skip
+_add(
+    Strategy(
+        "data-mixture",
+        "the pretrained model fine-tuned on original images plus the pooled discovery and "
+        "evaluation images",
+        CopyOf("linear", trainable=True),
+        pooled_in_training=True,
+    )
+)
+_add(
+    Strategy(
+        "linear-ft",
+        "the pretrained backbone, frozen, with a 16-class head trained on original images",
+        CopyOf("linear", trainable=False),
+        trains=False,
+    )
+)
+_add(
+    Strategy(
+        "random-subnetwork",
+        "per tensor, k random entries of the pretrained model (k = the subnetwork's count)",
+        FromCondition("random-subnetwork"),
+        unmasked_modes=None,
+    )
+)
+_add(
+    Strategy(
+        "unmasked-only",
+        "no masked entry; only norms, biases, BatchNorm statistics, tokens and the head inherited",
+        FromCondition("unmasked-only"),
+    )
+)
+_add(
+    Strategy(
+        "pretrained",
+        "reference row: the unmodified pretrained model answering through the decision mapping",
+        CopyOf("pretrained", trainable=False),
+        trains=False,
+        uses_mapping=True,
+    )
+)

@@ -1,0 +1,236 @@
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from benchmarks.cli import main
+from benchmarks.vision.cue_conflict import read_responses_csv, score_files
+from benchmarks.vision.evaluate import EvalConfig, decide, evaluate_model, load_decision_mapping
+from benchmarks.vision.models import ARCHS, replace_head
+from meanpool.imagenet import sixteen_classes
+from tests.meanpool.conftest import make_imagenet
+
+from .helpers import SAMPLE_CUE_CONFLICT, make_cue_conflict, write_pooled
+
+CATS = sixteen_classes()[0]
+PAIRS = [("cat", "dog"), ("dog", "cat"), ("knife", "knife"), ("truck", "bird"), ("oven", "clock")]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """A tiny ImageNet tree (16 val images), a pooled build and a cue-conflict folder."""
+    base = tmp_path_factory.mktemp("vision-eval")
+    imagenet = make_imagenet(base / "imagenet", per_class=1, val_per_class=1)
+    write_pooled(base / "pooled", "val", [i % 16 for i in range(20)], shard_size=8)
+    return imagenet, base / "pooled", make_cue_conflict(base / "cc", PAIRS)
+
+
+def test_packaged_decision_mapping():
+    m = load_decision_mapping()
+    assert list(m) == CATS and sum(len(v) for v in m.values()) == 207
+    assert m["airplane"] == [404] and all(0 <= i < 1000 for v in m.values() for i in v)
+    assert len({i for v in m.values() for i in v}) == 207
+
+
+def test_decision_mapping_files(tmp_path):
+    (tmp_path / "plain.json").write_text(json.dumps({"a": [0, 1], "b": [2]}))
+    assert load_decision_mapping(tmp_path / "plain.json") == {"a": [0, 1], "b": [2]}
+    (tmp_path / "bad.json").write_text(json.dumps({"a": "x"}))
+    with pytest.raises(ValueError, match="is not a decision mapping"):
+        load_decision_mapping(tmp_path / "bad.json")
+
+
+def test_decide_with_a_mapping_uses_mean_probability():
+    mapping = {"a": [0, 1], "b": [2], "c": [3, 4, 5]}
+    # Row 0: "a" has the most probability in total (0.6) but "b" the highest mean (0.35 > 0.3).
+    # Row 1: class 5 alone is the largest logit, yet "a" has the highest mean.
+    probs = torch.tensor(
+        [[0.3, 0.3, 0.35, 0.0167, 0.0167, 0.0166], [0.25, 0.25, 0.05, 0.05, 0.1, 0.3]]
+    )
+    logits = probs.log() + 3.0  # any shift: softmax gives the same probabilities
+    assert decide(logits, ["a", "b", "c"], mapping).tolist() == [1, 0]
+    assert decide(logits, ["c", "b", "a"], mapping).tolist() == [1, 2]  # indices into categories
+    assert logits.argmax(1).tolist() == [2, 5]
+    assert decide(logits[:, :3], ["x", "y", "z"], None).tolist() == [2, 0]
+    with pytest.raises(ValueError, match="sends 'c' to class 5, but the head has 5 outputs"):
+        decide(logits[:, :5], ["a", "b", "c"], mapping)
+
+
+def _model(arch_name: str, classes: int = 16, seed: int = 0):
+    arch = ARCHS.get(arch_name)
+    torch.manual_seed(seed)
+    return arch, replace_head(arch.build(classes), arch, classes)
+
+
+def test_evaluate_model_on_every_source(sources, tmp_path, capsys):
+    imagenet, pooled, cc = sources
+    arch, model = _model("resnet18-mini")
+    r = evaluate_model(model, arch, imagenet_dir=imagenet, pooled=pooled, cue_conflict_dir=cc,
+                       out_dir=tmp_path, tag="m", cfg=EvalConfig(batch_size=7))  # fmt: skip
+    assert r["original_n"] == 16 and r["pooled_n"] == 20
+    assert 0 <= r["original_accuracy"] <= 1 and 0 <= r["pooled_accuracy"] <= 1
+    cue = r["cue_conflict"]
+    assert cue["n"] == 4 and cue["n_excluded_same_class"] == 1 and cue["n_missing"] == 0
+    assert "1 of 5 stimuli have the same shape and texture class" in capsys.readouterr().out
+    records = read_responses_csv(tmp_path / "responses" / "m.csv")
+    assert [r_["imagename"] for r_ in records] == sorted(
+        f"{s}{i}-{t}{i}.png" for i, (s, t) in enumerate(PAIRS, 1)
+    )
+    assert all(x["object_response"] in CATS for x in records)
+    assert score_files([tmp_path / "responses" / "m.csv"])["pooled"] == cue
+    # Per-class figures agree with the totals.
+    per = r["per_class"]
+    assert set(per) == set(CATS) and all(per[c]["original_n"] == 1 for c in CATS)
+    assert sum(per[c]["original_accuracy"] for c in CATS) / 16 == pytest.approx(
+        r["original_accuracy"]
+    )
+    pooled_hits = sum(per[c]["pooled_accuracy"] * per[c]["pooled_n"] for c in CATS)
+    assert pooled_hits / 20 == pytest.approx(r["pooled_accuracy"])
+    assert per["knife"]["cue_conflict_n"] == 0 and per["cat"]["cue_conflict_n"] == 1
+    table = (tmp_path / "per_class" / "m.csv").read_text().splitlines()
+    assert table[0].startswith("class,") and len(table) == 17
+    # Deterministic: the same model gives the same numbers.
+    again = evaluate_model(model, arch, imagenet_dir=imagenet, out_dir=tmp_path, tag="m2",
+                           cfg=EvalConfig(batch_size=16))  # fmt: skip
+    assert again["original_accuracy"] == r["original_accuracy"] and again["cue_conflict"] is None
+
+
+def test_a_model_that_always_answers_one_class(sources, tmp_path):
+    _, _, cc = sources
+    arch, model = _model("vit_b_16-mini", classes=20)
+    head = model.heads.head
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.copy_(torch.arange(20.0) * 0.01)
+        head.bias[7] = 5.0  # class 7 wins everywhere; the mapping gives it to "dog"
+    mapping = {c: [i] for i, c in enumerate(CATS)} | {"cat": [16], "dog": [7, 17, 18]}
+    r = evaluate_model(model, arch, cue_conflict_dir=cc, mapping=mapping, out_dir=tmp_path,
+                       tag="dog", log=lambda s: None)  # fmt: skip
+    # Every answer is "dog": shape decision for the dog-shaped stimulus, texture for cat1-dog1.
+    responses = read_responses_csv(tmp_path / "responses" / "dog.csv")
+    assert {x["object_response"] for x in responses} == {"dog"}
+    cue = r["cue_conflict"]
+    assert (cue["shape_decisions"], cue["texture_decisions"], cue["n"]) == (1, 1, 4)
+    assert cue["accuracy"] == 0.25 and cue["robustness"] == 0.75 and cue["shape_bias"] == 0.5
+    with pytest.raises(ValueError, match="needs|pass a decision mapping"):
+        evaluate_model(model, arch, cue_conflict_dir=cc, out_dir=tmp_path, tag="x")
+
+
+def test_evaluate_flat_val_with_labels(tmp_path):
+    flat = make_imagenet(tmp_path / "flat", per_class=1, val_per_class=1, flat_val=True)
+    arch, model = _model("resnet18-mini")
+    r = evaluate_model(model, arch, imagenet_dir=flat, out_dir=tmp_path, tag="f")
+    (flat / "LOC_val_solution.csv").rename(tmp_path / "labels.csv")
+    again = evaluate_model(model, arch, imagenet_dir=flat, val_labels=tmp_path / "labels.csv",
+                           out_dir=tmp_path, tag="f")  # fmt: skip
+    assert r["original_n"] == again["original_n"] == 16
+    assert r["original_accuracy"] == again["original_accuracy"]
+
+
+@pytest.mark.skipif(not SAMPLE_CUE_CONFLICT.is_dir(), reason="../shared/data not present")
+def test_evaluate_on_the_shared_sample(tmp_path):
+    arch, model = _model("resnet18-mini")
+    r = evaluate_model(model, arch, cue_conflict_dir=SAMPLE_CUE_CONFLICT, out_dir=tmp_path,
+                       tag="s", log=lambda s: None)  # fmt: skip
+    assert r["cue_conflict"]["n"] == 30 and r["cue_conflict"]["n_excluded_same_class"] == 16
+    assert len(read_responses_csv(tmp_path / "responses" / "s.csv")) == 46
+
+
+# ------------------------------------------------------------------------------------- CLI
+def test_cli_score_cue_conflict(tmp_path):
+    from benchmarks.vision.cue_conflict import CSV_COLUMNS
+
+    header = ",".join(CSV_COLUMNS)
+    (tmp_path / "a.csv").write_text(
+        f"{header}\ns,1,1,1,cat,cat,0,0001_s_s01_0_cat_00_cat1-dog1.png\n"
+        "s,1,2,1,na,dog,0,0002_s_s01_0_dog_00_dog1-cat2.png\n"
+        "s,1,3,1,bird,bird,0,0003_s_s01_0_bird_00_bird1-bird2.png\n"
+    )
+    (tmp_path / "b.csv").write_text(f"{header}\nm,1,1,NaN,dog,cat,0,cat1-dog1.png\n")
+    res = CliRunner().invoke(main, ["score", "cue-conflict", "--responses", str(tmp_path / "a.csv"),
+                                    str(tmp_path / "b.csv"), "--json", str(tmp_path / "s.json")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert f"| {tmp_path / 'a.csv'} | 2 | 1 | 1 | 0.500 | 1.000 | 1.000 |" in lines
+    assert f"| {tmp_path / 'b.csv'} | 1 | 0 | 0 | 0.000 | 0.000 | 0.000 |" in lines
+    assert "| pooled (2 files) | 3 | 1 | 1 | 0.333 | 0.667 | 0.500 |" in lines
+    assert "1 same-class stimuli left out; 1 missing (na) responses counted as wrong" in lines
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["pooled"]["shape_bias"] == 0.5 and "git_commit" in saved["provenance"]
+    bad = CliRunner().invoke(
+        main, ["score", "cue-conflict", "--responses", str(tmp_path / "no.csv")]
+    )
+    assert bad.exit_code == 1 and "does not exist" in bad.output
+    assert CliRunner().invoke(main, ["score", "cue-conflict"]).exit_code == 2
+
+
+def test_cli_evaluate_16_and_1000_class_weights(sources, tmp_path):
+    imagenet, pooled, cc = sources
+    arch, model = _model("resnet18-mini")
+    torch.save(model.state_dict(), tmp_path / "own16.pth")
+    _, big = _model("resnet18-mini", classes=1000)
+    torch.save(big.state_dict(), tmp_path / "in1k.pth")
+    run = CliRunner().invoke
+    out = tmp_path / "out"
+    res = run(main, ["evaluate", "--arch", "resnet18-mini", "--weights", str(tmp_path / "own16.pth"),
+                     "--cue-conflict-dir", str(cc), "--imagenet-dir", str(imagenet),
+                     "--pooled", str(pooled), "--out", str(out), "--no-progress",
+                     "--batch-size", "8"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "metrics" / "own16.json").read_text())
+    direct = evaluate_model(model, arch, imagenet_dir=imagenet, pooled=pooled, cue_conflict_dir=cc,
+                            out_dir=tmp_path / "api", tag="t", log=lambda s: None)  # fmt: skip
+    assert rec["decision"].startswith("direct") and rec["head_outputs"] == 16
+    assert rec["original_accuracy"] == direct["original_accuracy"]
+    assert rec["pooled_accuracy"] == direct["pooled_accuracy"]
+    assert rec["cue_conflict"] == direct["cue_conflict"] and rec["config"]["batch_size"] == 8
+    assert "git_commit" in rec["provenance"] and rec["arch"] == "resnet18-mini"
+    assert (out / "responses" / "own16.csv").is_file() and (
+        out / "per_class" / "own16.csv"
+    ).is_file()
+    assert "| own16 |" in res.output and "left out" in res.output
+
+    res = run(main, ["evaluate", "--arch", "resnet18-mini", "--weights", str(tmp_path / "in1k.pth"),
+                     "--cue-conflict-dir", str(cc), "--out", str(out), "--tag", "big",
+                     "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "metrics" / "big.json").read_text())
+    assert rec["head_outputs"] == 1000 and rec["decision"] == "decision mapping"
+    assert rec["original_accuracy"] is None and rec["cue_conflict"]["n"] == 4
+    mapped = evaluate_model(big, arch, cue_conflict_dir=cc, mapping=load_decision_mapping(),
+                            out_dir=tmp_path / "api", tag="b", log=lambda s: None)  # fmt: skip
+    assert rec["cue_conflict"] == mapped["cue_conflict"]
+    assert not math.isnan(rec["cue_conflict"]["robustness"])
+
+
+def test_cli_evaluate_errors(sources, tmp_path):
+    _, _, cc = sources
+    _, model = _model("resnet18-mini")
+    torch.save(model.state_dict(), tmp_path / "mini.pth")
+    torch.save({"a": 1}, tmp_path / "notsd.pth")
+    run = CliRunner().invoke
+
+    def evaluate(arch, weights, *extra):
+        return run(main, ["evaluate", "--arch", arch, "--weights", str(weights), "--cue-conflict-dir",
+                          str(cc), "--out", str(tmp_path / "o"), "--no-progress", *extra])  # fmt: skip
+
+    res = evaluate("vit_b_16-mini", tmp_path / "mini.pth")
+    assert res.exit_code == 1 and "no 2-D 'heads.head.weight'" in res.output
+    res = evaluate("resnet18", tmp_path / "mini.pth")
+    assert res.exit_code == 1
+    assert "'conv1.weight' has shape (16, 3, 3, 3) in the file but (64, 3, 7, 7)" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = evaluate("resnet18-mini", tmp_path / "notsd.pth")
+    assert res.exit_code == 1 and "not a state dict" in res.output
+    res = evaluate("resnet18-mini", tmp_path / "absent.pth")
+    assert res.exit_code == 1 and "does not exist" in res.output
+    res = evaluate("resnet-18", tmp_path / "mini.pth")
+    assert res.exit_code == 2 and "Did you mean" in res.output
+    (tmp_path / "m.json").write_text(json.dumps({c: [i] for i, c in enumerate(CATS[:15])}))
+    res = evaluate(
+        "resnet18-mini", tmp_path / "mini.pth", "--decision-mapping", str(tmp_path / "m.json")
+    )
+    assert res.exit_code == 1 and "no indices for category 'truck'" in res.output
+    assert not (tmp_path / "o" / "metrics").exists()
