@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from subind.masks import add_masks, beta_schedule
+from subind.masks import MaskSet, add_masks, beta_schedule
 from subind.provenance import provenance
 from subind.subnetwork import Subnetwork
 from subind.train import Batch, EvalFn, LossFn
@@ -31,6 +31,28 @@ class DiscoveryConfig:
     beta_final: float = 100.0
     mask_init: float = -0.1
     seed: int = 0
+
+
+def _train_epoch(
+    model: nn.Module,
+    masks: MaskSet,
+    opt: torch.optim.Optimizer,
+    batches: Iterable[Batch],
+    loss_fn: LossFn,
+    penalty: float,
+) -> float:
+    """One epoch of mask training; the mean task loss (without the penalty)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        with masks.cached():  # gates once per step, for the weights and the penalty
+            task_loss = loss_fn(model, batch)
+            loss = task_loss + penalty * masks.penalty()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(task_loss.detach())
+        count += 1
+    return total / max(count, 1)
 
 
 def discover(
@@ -62,16 +84,7 @@ def discover(
     try:
         for epoch in bar:
             masks.set_beta(beta_schedule(epoch, config.epochs, config.beta_final))
-            total, count = 0.0, 0
-            for batch in epoch_batches(epoch):
-                with masks.cached():  # gates once per step, for the weights and the penalty
-                    task_loss = loss_fn(model, batch)
-                    loss = task_loss + config.penalty * masks.penalty()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(task_loss.detach())
-                count += 1
+            loss = _train_epoch(model, masks, opt, epoch_batches(epoch), loss_fn, config.penalty)
             with masks.hard(), torch.no_grad():
                 acc = float(evaluate(model))
             binary = masks.binary()
@@ -81,7 +94,7 @@ def discover(
                 {
                     "epoch": epoch,
                     "beta": masks.beta,
-                    "loss": total / max(count, 1),
+                    "loss": loss,
                     "val_accuracy": acc,
                     "density": density,
                 }

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The project's one GPU check (issues 7 and 8): run it on a machine with a CUDA GPU as
+# The project's one GPU check: run it on a machine with a CUDA GPU as
 #
 #     tools/gpu_check.sh OUTDIR
 #
 # It finishes within 8 minutes on one H100 and prints one table (also OUTDIR/table.md):
-#   - benchmarks/meanpool_speed.py, vit_h with random weights at realistic load, fast vs
+#   - benchmarks.speed.pooling: meanpool with vit_h, random weights at realistic load, fast vs
 #     reference (same partitions?), fp32 and bf16
-#   - benchmarks/sweep_speed.py, fig3 transfer runs batched vs one at a time, 2 and 12 layers
-#   - benchmarks/mask_step_speed.py, discovery's mask step vs a plain step, 2 and 12 layers
+#   - benchmarks.speed.sweep: fig3 transfer runs batched vs one at a time, 2 and 12 layers
+#   - benchmarks.speed.mask_step: discovery's mask step vs a plain step, 2 and 12 layers
 # Every step has its own time limit, so a failing or hanging step costs at most its limit and
 # shows as "failed: <reason>" in the table; each step's JSON, log and exit status stay in
 # OUTDIR. Add a step here (and to tools/gpu_check_table.py) when a benchmark is added.
@@ -73,12 +73,12 @@ step() {
 
 # Limits sum to 450 s (+ start-up) so that the whole check stays within 8 minutes.
 for dtype in float32 bfloat16; do
-    step "meanpool_$dtype" 140 "$PY" benchmarks/meanpool_speed.py --device cuda --model-type vit_h \
+    step "meanpool_$dtype" 140 "$PY" -m benchmarks.speed.pooling --device cuda --model-type vit_h \
         --random-weights --load realistic --dtype "$dtype" --n-images 4 --warmup 1 \
         --json "$OUT/meanpool_$dtype.json"
 done
-step sweep 120 "$PY" benchmarks/sweep_speed.py --device cuda --layers 2,12 --json "$OUT/sweep.json"
-step mask_step 50 "$PY" benchmarks/mask_step_speed.py --device cuda --layers 2,12 \
+step sweep 120 "$PY" -m benchmarks.speed.sweep --device cuda --layers 2,12 --json "$OUT/sweep.json"
+step mask_step 50 "$PY" -m benchmarks.speed.mask_step --device cuda --layers 2,12 \
     --json "$OUT/mask_step.json"
 
 echo "== total $(($(date +%s) - START))s"

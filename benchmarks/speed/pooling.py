@@ -280,9 +280,7 @@ def main(device, model_type, sam_checkpoint, random_weights, load, folder, n_ima
          repeats, size, dtype, backends, points_per_batch, encoder_batch, pred_iou_thresh,
          stability_score_thresh, threads, json_out) -> dict:  # fmt: skip
     """Images/s and time split for the fast and the reference mask generation paths."""
-    from benchmarks.speed.standin import realistic_sam
-    from meanpool.config import SegmentConfig
-    from meanpool.model import TINY_TEST, build_tiny_sam, load_sam
+    from meanpool.model import TINY_TEST
     from subind.provenance import provenance
 
     torch.set_num_threads(threads)
@@ -293,15 +291,7 @@ def main(device, model_type, sam_checkpoint, random_weights, load, folder, n_ima
     if n_images < 1 or warmup < 0 or repeats < 1:
         raise click.UsageError("need --n-images >= 1, --warmup >= 0 and --repeats >= 1")
     dev = torch.device(device)
-    if random_weights:
-        sam = (
-            build_tiny_sam(seed=0) if model_type == TINY_TEST else load_sam(model_type, None)
-        ).to(dev)
-    else:
-        sam = load_sam(model_type, sam_checkpoint, dev)
-    sam.eval()
-    if load == "realistic":
-        sam = realistic_sam(sam)
+    sam = _sam(model_type, sam_checkpoint, random_weights, load, dev)
     # Random weights pass no quality threshold; the realistic load is made for the paper's.
     zero = 0.0 if random_weights and load == "random" else None
     given = dict(
@@ -312,13 +302,8 @@ def main(device, model_type, sam_checkpoint, random_weights, load, folder, n_ima
         points_per_batch=points_per_batch,
         encoder_batch=encoder_batch,
     )
-    base = SegmentConfig(**{k: v for k, v in given.items() if v is not None})
-    paths = [p for p in PATHS if p in backends] if backends else list(PATHS)
-    configs = {
-        "fast": dataclasses.replace(base, backend="fast", encoder_dtype=dtype),
-        "reference": dataclasses.replace(base, backend="reference"),
-    }
-    configs = {p: configs[p] for p in paths}
+    configs = _configs(given, dtype, backends)
+    paths = list(configs)
     hw = size or ("96x128" if model_type == TINY_TEST else "375x500")
     shape = tuple(int(x) for x in hw.split("x"))
     all_images = _images(folder, warmup + n_images, shape, seed=0, load=load)
@@ -352,12 +337,51 @@ def main(device, model_type, sam_checkpoint, random_weights, load, folder, n_ima
         "raw": records,
         "provenance": provenance(),
     }
-    cols = ("images_per_s", "ms_per_image", "min_ms", "max_ms")
-    cols += ("encoder_ms", "decoder_ms", "postprocess_ms", "masks_per_image")
     click.echo(
         f"{model_type} on {dev}, {threads} threads, load {load}, fast encoder {dtype}; "
         f"medians over {len(records[paths[0]])} timed runs after {warmup} warm-up image(s)"
     )
+    _report(result, stats, records, masks)
+    if json_out:
+        from subind.io import write_json_atomic
+
+        write_json_atomic(json_out, result)
+    return result
+
+
+def _sam(model_type: str, checkpoint: str | None, random_weights: bool, load: str, dev):
+    """SAM on ``dev`` in eval mode (random weights or the checkpoint's), wrapped by the
+    realistic-load stand-in when ``load`` is "realistic"."""
+    from benchmarks.speed.standin import realistic_sam
+    from meanpool.model import TINY_TEST, build_tiny_sam, load_sam
+
+    if random_weights:
+        sam = (
+            build_tiny_sam(seed=0) if model_type == TINY_TEST else load_sam(model_type, None)
+        ).to(dev)
+    else:
+        sam = load_sam(model_type, checkpoint, dev)
+    sam.eval()
+    return realistic_sam(sam) if load == "realistic" else sam
+
+
+def _configs(given: dict, dtype: str, backends: tuple[str, ...]) -> dict:
+    """{path: SegmentConfig} of the paths to time (the given settings, None: default)."""
+    from meanpool.config import SegmentConfig
+
+    base = SegmentConfig(**{k: v for k, v in given.items() if v is not None})
+    configs = {
+        "fast": dataclasses.replace(base, backend="fast", encoder_dtype=dtype),
+        "reference": dataclasses.replace(base, backend="reference"),
+    }
+    return {p: configs[p] for p in PATHS if not backends or p in backends}
+
+
+def _report(result: dict, stats: dict, records: dict, masks: dict) -> None:
+    """Print the table, the mask counts, the encoder floor and the speed-up; add the ratios
+    (and whether both paths gave the same masks) to ``result``."""
+    cols = ("images_per_s", "ms_per_image", "min_ms", "max_ms")
+    cols += ("encoder_ms", "decoder_ms", "postprocess_ms", "masks_per_image")
     click.echo("path       " + " ".join(f"{c:>14}" for c in cols))
     for st in stats.values():
         click.echo(f"{st['backend']:<10} " + " ".join(f"{st[c]:14.2f}" for c in cols))
@@ -386,11 +410,6 @@ def main(device, model_type, sam_checkpoint, random_weights, load, folder, n_ima
             f"fast/reference speed-up: {result['speedup_fast_over_reference']:.2f}x; "
             f"same masks: {result['same_masks']}"
         )
-    if json_out:
-        from subind.io import write_json_atomic
-
-        write_json_atomic(json_out, result)
-    return result
 
 
 if __name__ == "__main__":

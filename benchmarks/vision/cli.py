@@ -74,6 +74,25 @@ def score_cue_conflict_cmd(responses, more, json_out) -> None:
         write_json_atomic(json_out, {**scores, "provenance": provenance()})
 
 
+def _model_and_mapping(spec, weights: Path, decision_mapping: Path | None):
+    """(the model with the weights loaded, its head's classes, the decision mapping: None for a
+    16-class head unless one is given)."""
+    from benchmarks.vision.evaluate import check_mapping, load_decision_mapping
+    from benchmarks.vision.models import head_outputs, load_weights, read_weights
+    from meanpool.imagenet import sixteen_classes
+
+    categories = sixteen_classes()[0]
+    sd = read_weights(weights)
+    classes = head_outputs(sd, spec)
+    model = spec.build(classes)
+    load_weights(model, sd, name=f"{weights} (for --arch {spec.name})")
+    mapping = None
+    if classes != len(categories) or decision_mapping is not None:
+        mapping = load_decision_mapping(decision_mapping)
+        check_mapping(mapping, categories, classes)
+    return model, classes, mapping
+
+
 @click.command("evaluate")
 @click.option("--arch", required=True, help="resnet18, vit_b_16, resnet18-mini, vit_b_16-mini")
 @click.option(
@@ -123,21 +142,8 @@ def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pool
                  decision_mapping, out, tag, device, batch_size, workers, progress) -> None:  # fmt: skip
     """Evaluate a model you bring: original, mean-pooled and cue-conflict accuracy, robustness
     and shape bias; writes metrics.json, per_class/TAG.csv and responses/TAG.csv under OUT."""
-    from benchmarks.vision.cue_conflict import CueConflictError
-    from benchmarks.vision.evaluate import (
-        EvalConfig,
-        check_mapping,
-        evaluate_model,
-        load_decision_mapping,
-    )
-    from benchmarks.vision.models import (
-        ARCHS,
-        WeightsError,
-        head_outputs,
-        load_weights,
-        read_weights,
-    )
-    from meanpool.imagenet import ImageNetError, sixteen_classes
+    from benchmarks.vision.evaluate import EvalConfig, evaluate_model
+    from benchmarks.vision.models import ARCHS
     from subind.io import write_json_atomic
     from subind.provenance import provenance
 
@@ -154,23 +160,15 @@ def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pool
         }
     )
     tag = tag or weights.stem
-    categories = sixteen_classes()[0]
     try:
-        sd = read_weights(weights)
-        classes = head_outputs(sd, spec)
-        model = spec.build(classes)
-        load_weights(model, sd, name=f"{weights} (for --arch {arch})")
-        mapping = None
-        if classes != len(categories) or decision_mapping is not None:
-            mapping = load_decision_mapping(decision_mapping)
-            check_mapping(mapping, categories, classes)
+        model, classes, mapping = _model_and_mapping(spec, weights, decision_mapping)
         start = time.perf_counter()
         result = evaluate_model(
             model, spec, imagenet_dir=imagenet_dir, val_labels=val_labels, pooled=pooled,
             cue_conflict_dir=cue_conflict_dir, mapping=mapping, out_dir=out, tag=tag, cfg=cfg,
             progress=progress, log=click.echo,
         )  # fmt: skip
-    except (WeightsError, CueConflictError, ImageNetError, ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # weights, stimuli, ImageNet: one line each
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     record = {

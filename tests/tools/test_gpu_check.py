@@ -124,15 +124,16 @@ def test_script_parses():
 @pytest.fixture
 def stand_in_python(tmp_path):
     """A 'python' that runs the environment probe and the table for real, writes canned JSON
-    for mask_step_speed.py and fails the other benchmarks, like a box where only that works."""
+    for benchmarks.speed.mask_step and fails the other benchmarks, like a box where only that
+    works."""
     fake = tmp_path / "python"
     fake.write_text(
         f"""#!/usr/bin/env bash
-case "$1" in
-  -|tools/gpu_check_table.py) exec {sys.executable} "$@" ;;
-  benchmarks/mask_step_speed.py)
+case "$1 $2" in
+  "- "*|"tools/gpu_check_table.py "*) exec {sys.executable} "$@" ;;
+  "-m benchmarks.speed.mask_step")
     while [ $# -gt 0 ]; do [ "$1" = --json ] && echo '{json.dumps(MASK)}' > "$2"; shift; done ;;
-  *) echo "RuntimeError: no CUDA on $1" >&2; exit 3 ;;
+  *) echo "RuntimeError: no CUDA on $2" >&2; exit 3 ;;
 esac
 """
     )
@@ -153,5 +154,5 @@ def test_script_runs_every_step_and_prints_one_table(tmp_path, stand_in_python):
     assert "--load realistic --dtype bfloat16 --n-images 4 --warmup 1" in res.stdout
     table = (out / "table.md").read_text()
     assert table in res.stdout
-    assert table.count("failed: exit 3: RuntimeError: no CUDA on benchmarks/") == 3
+    assert table.count("failed: exit 3: RuntimeError: no CUDA on benchmarks.speed.") == 3
     assert "L2: plain 6.00 ms; mask 7.20 ms; ratio 1.20x" in table
