@@ -157,7 +157,7 @@ def gpt2_last_logits(
     training: bool,
     exact: bool = False,
 ) -> torch.Tensor:
-    """Batched :class:`subind.models.GPT2` forward with ``last_only``: parameters ``p``
+    """Batched :class:`benchmarks.arithmetic.gpt2.GPT2` forward with ``last_only``: parameters ``p``
     ({name: (R, *shape)}), tokens ``idx`` (R, B, T) int64 -> logits (R, B, vocab).
 
     ``exact``: every kernel computes each run's slice as the one-at-a-time model does, bit for
@@ -200,7 +200,7 @@ def stacked_accuracies(
     batch_size: int | None = None,
 ) -> list[float]:
     """Per run, the fraction of rows (R, N, T+1) whose last token is the argmax prediction.
-    ``exact``: chunks of 8192 rows per run, as :func:`subind.tasks.arithmetic.accuracy`; else
+    ``exact``: chunks of 8192 rows per run, as :func:`benchmarks.arithmetic.tasks.accuracy`; else
     on a CPU about 2048 rows for all runs together (activations that stay in cache: 1.6x
     faster than one large chunk), on a GPU 8192 per run."""
     if batch_size is None:

@@ -60,8 +60,8 @@ class Fig3Config:
     eval_rows: int = 1_000  # validation and test, each
     # Execution (not part of any cache key): parallel worker processes for the transfer grid
     # (one torch thread each), the device ("auto": CUDA when available), and transfer runs
-    # trained together per batched group (subind.batched; 0: automatic, memory-aware size;
-    # 1: one at a time with subind.train.fit).
+    # trained together per batched group (benchmarks.arithmetic.batched; 0: automatic,
+    # memory-aware size; 1: one at a time with subind.train.fit).
     workers: int = 1
     device: str = "auto"
     batch_runs: int = 0

@@ -154,7 +154,7 @@ def run_transfer_group(
     exact: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``runs`` (one depth, one training-set size: see :func:`plan_groups`) together with
-    :func:`subind.batched.fit_batched`; return their records, in order."""
+    :func:`benchmarks.arithmetic.batched.fit_batched`; return their records, in order."""
     if len(runs) == 1 and cfg.batch_runs == 1:
         return [run_transfer(cfg, runs[0], bases[runs[0].layers], subs[runs[0].layers])]
     start = time.perf_counter()
