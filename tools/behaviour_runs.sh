@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The runs that show a refactor changed no number: fig3's tiny preset (batched, one at a time,
+# two worker processes), fig8's tiny preset, and table1's mini preset at a small size, run from
+# the checkout ROOT into OUT. Run it for the commit before and the commit after (same CPU), then
+#
+#     tools/behaviour_runs.sh OLD_CHECKOUT runs/before && tools/behaviour_runs.sh . runs/after
+#     for d in runs/before/*/; do python tools/same_results.py "$d" runs/after/$(basename "$d"); done
+#
+# PYTHON: the interpreter with the project's dependencies (default: this checkout's .venv).
+set -euo pipefail
+if [ $# -ne 2 ]; then
+    echo "usage: tools/behaviour_runs.sh ROOT OUT" >&2
+    exit 2
+fi
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PYTHON:-$HERE/.venv/bin/python}
+ROOT=$(cd "$1" && pwd)
+mkdir -p "$2"
+OUT=$(cd "$2" && pwd)
+cd "$ROOT"
+export PYTHONPATH=$ROOT  # the checkout's own packages, whatever is installed
+bench() { "$PY" -c "from benchmarks.cli import main; main()" "$@"; }
+t0=$(date +%s)
+bench run fig3 --preset tiny --out "$OUT/fig3-tiny" --no-progress
+bench run fig3 --preset tiny --batch-runs 1 --out "$OUT/fig3-tiny-single" --no-progress
+bench run fig3 --preset tiny --workers 2 --out "$OUT/fig3-tiny-workers" --no-progress
+bench run fig8 --preset tiny --out "$OUT/fig8-tiny" --no-progress
+bench run table1 --preset mini --out "$OUT/table1-mini-small" --no-progress \
+    --set pretrain_epochs=1 --set linear_steps=20 --set discovery_epochs=3 --set steps=20 \
+    --set eval_every=10 --set seeds=0 --set require_subnetwork_gain=false
+echo "behaviour runs: $(($(date +%s) - t0)) s in $OUT"
