@@ -2,6 +2,11 @@
 the outputs, stages that rank 0 computes and caches for the others, and the run plan executed
 with resume, rank slicing and the merge of per-rank results.
 
+Ranks wait for each other through files in the output folder (:class:`Sync`), not through
+collectives: a rank that waits while another trains an hours-long stage must not reach the
+process group's timeout. Under ``torchrun`` on several machines the output folder must be on a
+file system they share (as the merge of the ranks' results needs anyway).
+
 An experiment is a frozen config dataclass, a list of runs (each with a stable ``key``), and a
 function that turns runs into results records. ``execute`` skips runs whose key is already in
 ``results.jsonl``, gives each ``torchrun`` rank its slice of the rest, appends records as they
@@ -13,6 +18,9 @@ the stage depends on.
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +29,6 @@ from tqdm.auto import tqdm
 
 from subind.io import append_jsonl, read_jsonl, write_json_atomic
 from subind.provenance import provenance, record_stamp
-from subind.runtime import barrier
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -46,14 +53,73 @@ def write_config(out: Path, experiment: str, preset: str | None, cfg: Any) -> No
     )
 
 
-def rank0_first(rank: int, world: int, stage: Callable[[bool], T], progress: bool) -> T:
-    """``stage(progress)`` on rank 0, which computes and caches its outputs; then, after a
-    barrier, on every other rank, which finds them cached (its progress bars off)."""
-    result = stage(progress) if rank == 0 else None
-    barrier(world)
-    if rank != 0:
+class Sync:
+    """Every rank of one launch waits at named points until all ranks have reached them; each
+    rank marks its arrival with a file under ``out/.sync/<launch>/`` and polls for the others'.
+
+    Unlike a barrier, the wait has no timeout of the process group: only ``max_wait_s``, long
+    enough for any stage. All ranks must pass the same points in the same order (points are
+    numbered). A single process never waits."""
+
+    POLL_S = 0.5
+
+    def __init__(self, folder: Path, rank: int, world: int, max_wait_s: float = 7 * 86400):
+        self.folder, self.rank, self.world, self.max_wait_s = folder, rank, world, max_wait_s
+        self._points = 0
+
+    @classmethod
+    def start(cls, out: Path, rank: int, world: int, **kw: Any) -> Sync:
+        """A Sync for this launch (one collective at start-up, while every rank is starting:
+        rank 0's launch id is broadcast); rank 0 removes what earlier launches left."""
+        token = uuid.uuid4().hex
+        if world > 1:
+            import torch.distributed as dist
+
+            box = [token]
+            dist.broadcast_object_list(box, 0)
+            token = box[0]
+            if rank == 0 and (out / ".sync").is_dir():
+                for old in (out / ".sync").iterdir():
+                    shutil.rmtree(old, ignore_errors=True)
+        return cls(out / ".sync" / token, rank, world, **kw)
+
+    def wait(self, name: str) -> None:
+        """Mark this rank's arrival at the next point (``name`` says which, for people reading
+        the folder) and return once every rank has arrived there."""
+        if self.world <= 1:
+            return
+        self._points += 1
+        point = f"{self._points:04d}-{name}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"{point}.rank{self.rank}").touch()
+        start = time.monotonic()
+        while not all((self.folder / f"{point}.rank{r}").exists() for r in range(self.world)):
+            if time.monotonic() - start > self.max_wait_s:
+                raise StageError(f"waited {self.max_wait_s:.0f} s at {point} for the other "
+                                 f"ranks ({self.folder}); did a rank stop?")  # fmt: skip
+            time.sleep(self.POLL_S)
+
+
+SINGLE = Sync(Path("."), 0, 1)  # a single process: nobody to wait for
+
+
+def rank0_first(sync: Sync, stage: Callable[[bool], T], progress: bool, name: str = "stage") -> T:
+    """``stage(progress)`` on rank 0, which computes and caches its outputs; then, once rank 0
+    is done, on every other rank, which finds them cached (its progress bars off)."""
+    result = stage(progress) if sync.rank == 0 else None
+    sync.wait(name)
+    if sync.rank != 0:
         result = stage(False)
     return result  # type: ignore[return-value]
+
+
+def deal(sync: Sync, jobs: Sequence[Callable[[bool], Any]], progress: bool, name: str) -> None:
+    """Cached stage jobs dealt to ranks: rank r runs jobs r, r + world, ... (each computes and
+    caches its output, or finds it cached); returns once every job is done on every rank, so
+    that any rank can then load any job's output. A single process runs them all in order."""
+    for job in jobs[sync.rank :: sync.world]:
+        job(progress)
+    sync.wait(name)
 
 
 def pending(runs: Sequence[R], key: Callable[[R], str], results_path: Path) -> list[R]:
@@ -80,8 +146,7 @@ def execute(
     *,
     config_digest: str,
     plan_units: Callable[[list[R]], list[list[R]]] | None = None,
-    rank: int = 0,
-    world: int = 1,
+    sync: Sync = SINGLE,
     progress: bool = True,
     desc: str = "runs",
     slice_runs: bool = True,
@@ -98,11 +163,13 @@ def execute(
     Every record is stamped with ``config_digest`` (the settings its key depends on) and the
     commit and package versions that produced it. With ``world > 1`` and ``slice_runs`` each
     rank takes every world-th unit and writes ``results.rank{r}.jsonl`` (a resumed rank skips
-    what it already wrote); rank 0 merges them after a barrier. With ``slice_runs=False`` every
+    what it already wrote); rank 0 merges them once every rank is done. With ``slice_runs=False`` every
     rank runs every unit together (e.g. DDP inside each run) and rank 0 alone writes.
     """
+    rank, world = sync.rank, sync.world
     results_path = out / "results.jsonl"
     units = (plan_units or (lambda todo: [[r] for r in todo]))(pending(runs, key, results_path))
+    sync.wait("planned")  # every rank planned before any rank writes
     sliced = world > 1 and slice_runs
     my_path = out / f"results.rank{rank}.jsonl" if sliced else results_path
     if sliced:
@@ -120,10 +187,10 @@ def execute(
         if postfix is not None:
             bar.set_postfix_str(postfix(rec))
     bar.close()
-    barrier(world)
+    sync.wait("ran")
     if sliced and rank == 0:
         merge_rank_results(out)
-    barrier(world)
+    sync.wait("merged")
     return planned_records(out, (key(r) for r in runs))
 
 

@@ -31,6 +31,12 @@ class DiscoveryConfig:
     beta_final: float = 100.0
     mask_init: float = -0.1
     seed: int = 0
+    optimizer: str = "adam"  # of the mask scores: "adam", or "adamw" with weight_decay
+    weight_decay: float = 0.01  # adamw only (torch's default)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
 
 
 def _train_epoch(
@@ -76,7 +82,13 @@ def discover(
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     masks = add_masks(model, names, init=config.mask_init)
-    opt = torch.optim.Adam(list(masks.parameters()), lr=config.lr)
+    scores = list(masks.parameters())
+    if config.optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(
+            scores, lr=config.lr, weight_decay=config.weight_decay
+        )
+    else:
+        opt = torch.optim.Adam(scores, lr=config.lr)
     model.eval()
     best: dict[str, Any] | None = None
     history = []

@@ -45,6 +45,7 @@ OptimizerFn = Callable[[list[nn.Parameter], "TrainConfig"], torch.optim.Optimize
 
 CHECKPOINT_FILE = "checkpoint.pt"
 AMP_MODES = ("bf16",)
+LR_SCHEDULES = ("constant", "linear")
 _CHECKPOINT_FORMAT = 1
 # Fields that may change between an interrupted run and its resumption (a longer budget, another
 # checkpoint cadence); every other field must match the checkpoint's.
@@ -73,6 +74,9 @@ class TrainConfig:
     stop_at_accuracy: float | None = None
     optimizer: str = "adamw"  # a name in OPTIMIZERS
     momentum: float = 0.9  # sgd
+    # "constant", or "linear": lr * (1 - step / max_steps) after each step, down to 0 at the
+    # budget's end (transformers' default schedule, no warm-up); needs max_steps.
+    lr_schedule: str = "constant"
     max_steps: int | None = None  # stop after this many optimizer steps (summed over epochs)
     eval_every: int | None = None  # evaluate and select every N steps; None: after each epoch
     checkpoint_dir: str | None = None  # keep a resumable checkpoint here; fit() resumes from it
@@ -97,6 +101,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
             raise ValueError("checkpoint_every needs checkpoint_dir: set both or neither")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.lr_schedule == "linear" and self.max_steps is None:
+            raise ValueError("lr_schedule='linear' decays over max_steps: set max_steps")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the step after ``step`` steps."""
+        if self.lr_schedule == "linear":
+            return self.lr * max(0.0, 1.0 - step / self.max_steps)
+        return self.lr
 
 
 @dataclass
@@ -246,10 +260,11 @@ def _load_checkpoint(
     if ck.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint {path} has an unknown format: {fix}")
     key = _config_key(config)
+    saved = {"lr_schedule": "constant", **ck["config"]}  # written before lr_schedule existed
     for name, value in key.items():
-        if ck["config"].get(name) != value:
+        if saved.get(name) != value:
             raise ValueError(
-                f"checkpoint {path} was written with {name}={ck['config'].get(name)!r}, this run "
+                f"checkpoint {path} was written with {name}={saved.get(name)!r}, this run "
                 f"has {name}={value!r}: {fix}"
             )
     if ck["world"] != world:
@@ -410,6 +425,9 @@ class _Loop:
         return batches
 
     def _step(self, batch: Batch) -> None:
+        if self.config.lr_schedule != "constant":
+            for group in self.opt.param_groups:
+                group["lr"] = self.config.lr_at(self.s.step)
         with self.autocast():
             loss = self.loss_fn(self.net, batch)
         self.opt.zero_grad(set_to_none=True)

@@ -29,7 +29,7 @@ from benchmarks.arithmetic.expression import Expression
 from benchmarks.arithmetic.gpt2 import GPT2
 from benchmarks.arithmetic.stages import base_model, find_subnetwork, model_config, task_rows
 from benchmarks.arithmetic.tasks import Batches, Numbers, accuracy, last_token_loss, transfer_pairs
-from benchmarks.harness import execute, rank0_first, write_config
+from benchmarks.harness import Sync, execute, rank0_first, write_config
 from subind.conditions import CONDITIONS
 from subind.io import write_json_atomic
 from subind.runtime import init_distributed, resolve_device
@@ -289,16 +289,17 @@ def run_fig3(
     subnetwork of each depth.
 
     Under ``torchrun --nproc_per_node=N`` rank 0 trains the base models and subnetworks, every
-    rank takes its slice of the missing runs (writing results.rank{r}.jsonl), and after a
-    barrier rank 0 merges them into results.jsonl."""
+    rank takes its slice of the missing runs (writing results.rank{r}.jsonl), and once all are
+    done rank 0 merges them into results.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
     check(cfg)
-    rank, world = init_distributed("gloo")  # only barriers: no data moves between ranks
+    rank, world = init_distributed("gloo")  # no data moves between ranks
+    sync = Sync.start(out, rank, world)
     digest = cfg.digest(*TRANSFER_KEYS)
     if rank == 0:
         write_config(out, experiment, preset, cfg)
         write_json_atomic(out / "configs" / f"{digest}.json", {"config": asdict(cfg)})
-    bases, subs = rank0_first(rank, world, lambda p: prepare(cfg, out, p), progress)
+    bases, subs = rank0_first(sync, lambda p: prepare(cfg, out, p), progress, "base+discovery")
     records = execute(
         plan_runs(cfg),
         lambda r: r.key(cfg),
@@ -308,8 +309,7 @@ def run_fig3(
         # Groups are planned over every missing run, then dealt to ranks: the same groups (and
         # so the same numbers) whatever the number of ranks.
         plan_units=lambda todo: plan_groups(cfg, todo),
-        rank=rank,
-        world=world,
+        sync=sync,
         progress=progress,
         desc="transfer runs",
         postfix=lambda rec: f"{rec['condition']} n={rec['n_disambiguation']}",

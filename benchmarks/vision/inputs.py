@@ -6,13 +6,14 @@ pooled datasets (evaluation images never in the training set).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import ConcatDataset, Dataset
 
-from benchmarks.harness import StageError, rank0_first
+from benchmarks.harness import StageError, Sync, rank0_first
 from benchmarks.vision.config import PRETRAIN_KEYS, WEIGHTS_OPTION, Table1Config
 from benchmarks.vision.data import FileImages, PooledImages, eval_transform, train_transform
 from benchmarks.vision.evaluate import load_decision_mapping
@@ -86,12 +87,12 @@ def _user_inputs(cfg: Table1Config) -> Inputs:
     )
 
 
-def _world_inputs(cfg: Table1Config, out: Path, rank: int, world: int, progress: bool) -> Inputs:
+def _world_inputs(cfg: Table1Config, out: Path, sync: Sync, progress: bool) -> Inputs:
     from benchmarks.vision.toyworld.pretrain import PretrainConfig, pretrain
     from benchmarks.vision.toyworld.world import make_world
 
     wcfg = world_config(cfg)
-    w = rank0_first(rank, world, lambda p: make_world(out / "world", wcfg, p), progress)
+    w = rank0_first(sync, lambda p: make_world(out / "world", wcfg, p), progress, "world")
     pcfg = PretrainConfig(
         epochs=cfg.pretrain_epochs,
         lr=cfg.pretrain_lr,
@@ -107,7 +108,7 @@ def _world_inputs(cfg: Table1Config, out: Path, rank: int, world: int, progress:
             if not path.exists():
                 pretrain(ARCHS.get(m), w, pcfg, path, progress=progress)
 
-    rank0_first(rank, world, pretrain_missing, progress)
+    rank0_first(sync, pretrain_missing, progress, "pretrained")
     return Inputs(
         imagenet_dir=w.imagenet_dir,
         pooled=str(w.pooled_dir),
@@ -119,12 +120,21 @@ def _world_inputs(cfg: Table1Config, out: Path, rank: int, world: int, progress:
     )
 
 
-def resolve_inputs(cfg: Table1Config, out: Path, rank: int, world: int, progress: bool) -> Inputs:
+def resolve_inputs(cfg: Table1Config, out: Path, sync: Sync, progress: bool) -> Inputs:
     """The user's inputs (paper preset), or the synthetic world and its pretrained models
     (``world="mini"``), built by rank 0 and cached in ``out``."""
     if cfg.world is None:
         return _user_inputs(cfg)
-    return _world_inputs(cfg, out, rank, world, progress)
+    return _world_inputs(cfg, out, sync, progress)
+
+
+def pipeline_arch(cfg: Table1Config, model: str, inputs: Inputs) -> VisionArch:
+    """Architecture ``model`` as the pipeline uses it: with the configured training crop
+    (None: the architecture's own)."""
+    arch = ARCHS.get(model)
+    if cfg.train_crop is not None:
+        arch = dataclasses.replace(arch, train_crop=cfg.train_crop)
+    return arch
 
 
 @dataclass
@@ -134,10 +144,11 @@ class Data:
 
     train: Dataset  # original 16-class train images minus the evaluation subset
     evaluation: Dataset  # the evaluation subset, original images (model selection, Figure 5)
-    pooled_discovery: Dataset
+    pooled_discovery: Dataset  # augmented or not, as discovery_augment says
     pooled_evaluation: Dataset
     root: Path
     train_items: list[Item]
+    discovery_items: list[Item]  # the discovery subset, original images (adaptation)
     evaluation_items: list[Item]
     val_items: list[Item]
 
@@ -160,7 +171,9 @@ def split_items(index: dict[str, list[Item]]) -> tuple[list[Item], list[Item], l
     return train, list(index["evaluation"]), list(index["val"])
 
 
-def load_data(inputs: Inputs, arch: VisionArch) -> Data:
+def load_data(cfg: Table1Config, inputs: Inputs, arch: VisionArch) -> Data:
+    """The image sets of ``arch`` (its transforms), checked: the pooled evaluation build holds
+    exactly the index's evaluation images, none of which is trained on."""
     index = build_index(inputs.imagenet_dir, inputs.index, inputs.val_labels)
     train, evaluation, val = split_items(index)
     pooled_eval = PooledImages(inputs.pooled, "evaluation", eval_transform(arch))
@@ -175,15 +188,18 @@ def load_data(inputs: Inputs, arch: VisionArch) -> Data:
     leaked = {it.rel for it in train} & set(pooled_eval.sources)
     assert not leaked, f"evaluation images in the training set: {sorted(leaked)[:3]}"
     root = inputs.imagenet_dir
+    augment = cfg.discovery_augment == "train"
+    discovery_transform = train_transform(arch) if augment else eval_transform(arch)
     return Data(
         train=FileImages(root, [(it.rel, it.label) for it in train], train_transform(arch)),
         evaluation=FileImages(
             root, [(it.rel, it.label) for it in evaluation], eval_transform(arch)
         ),
-        pooled_discovery=PooledImages(inputs.pooled, "discovery", train_transform(arch)),
+        pooled_discovery=PooledImages(inputs.pooled, "discovery", discovery_transform),
         pooled_evaluation=pooled_eval,
         root=root,
         train_items=train,
+        discovery_items=list(index["discovery"]),
         evaluation_items=evaluation,
         val_items=val,
     )

@@ -144,7 +144,7 @@ def table2_rows(stages: dict[str, Any]) -> list[dict[str, Any]]:
     evaluation accuracy of the whole model and of the subnetwork, and whether it was selected."""
     rows = []
     for model, st in stages.items():
-        whole = st.linear_meta["pooled_evaluation_accuracy"]
+        whole = st.adapted_meta["pooled_evaluation_accuracy"]
         for lam, sub in sorted(st.by_penalty.items(), reverse=True):
             rows.append(
                 {

@@ -1,19 +1,27 @@
 """Stages 1-3 of the vision experiments (paper Section 5.2, Appendix C.1), each cached under the
 output folder by the settings it depends on:
 
-    out/{model}/linear-{hash}/                   model.safetensors, linear.json (stage 2)
+    out/{model}/adapted-{hash}/                  model.safetensors, adapted.json (stage 2)
     out/{model}/subnetworks/lam{λ}-{hash}/       subnetwork.safetensors, subnetwork.json (stage 3)
     out/{model}/subnetworks/random-init-{hash}/  Figure 11's control
 
 1. the pretrained model (the user's weights, or the mini world's pretrained model);
-2. "Linear FT": the frozen backbone with a 16-way head trained on the original images (Table 1's
-   Linear FT row, Table 2's original model, and the model discovery starts from);
-3. discovery on mean-pooled images for every lambda, the most accurate subnetwork kept.
+2. adaptation to 16 classes: a new 16-way head on the frozen backbone, or the whole model
+   fine-tuned (Table 1's Linear FT row, Table 2's original model, and the model discovery
+   starts from);
+3. discovery on mean-pooled images for every lambda; the subnetwork transferred is the one of
+   ``transfer_penalty`` or the most accurate.
+
+Every stage seeds the global generator itself, so its output does not depend on what ran before
+it in the process (or on which rank ran it).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +32,20 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from benchmarks.harness import StageError
-from benchmarks.vision.config import DISCOVERY_KEYS, LINEAR_KEYS, Table1Config
-from benchmarks.vision.data import FileImages, epoch_loader, eval_transform, in_order
+from benchmarks.vision.config import ADAPT_KEYS, DISCOVERY_KEYS, Table1Config
+from benchmarks.vision.data import (
+    FileImages,
+    epoch_loader,
+    eval_transform,
+    in_order,
+    train_transform,
+)
 from benchmarks.vision.evaluate import accuracy
 from benchmarks.vision.inputs import Data, Inputs
-from benchmarks.vision.models import ARCHS, VisionArch, load_weights, replace_head, set_head
+from benchmarks.vision.models import VisionArch, load_weights, replace_head, set_head
 from subind.discover import DiscoveryConfig, discover
 from subind.io import save_state_dict, write_json_atomic
-from subind.masks import select_parameters
+from subind.masks import MaskSelection, select_parameters
 from subind.provenance import provenance
 from subind.runtime import resolve_device
 from subind.subnetwork import Subnetwork
@@ -40,25 +54,32 @@ from subind.train import TrainConfig, fit
 NUM_CLASSES = 16
 
 
-def ce_loss(device: torch.device):
-    """``loss_fn`` for :func:`subind.train.fit`: cross-entropy of a batch (images, labels)."""
+def stage_seed(cfg: Table1Config, *parts: str) -> int:
+    """A seed for one stage of one model, from the index seed and the stage's name."""
+    text = "/".join((str(cfg.index_seed), *parts))
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def ce_loss(device: torch.device, weight: torch.Tensor | None = None):
+    """``loss_fn`` for :func:`subind.train.fit`: cross-entropy of a batch (images, labels),
+    weighted per class when ``weight`` (C,) is given."""
+    w = None if weight is None else weight.to(device)
 
     def loss(model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(model(x.to(device)), y.to(device))
+        return F.cross_entropy(model(x.to(device)), y.to(device), weight=w)
 
     return loss
 
 
 # --- stage 1: the pretrained model ---------------------------------------------------------------
-def pretrained_model(cfg: Table1Config, inputs: Inputs, model: str) -> nn.Module:
-    arch = ARCHS.get(model)
+def pretrained_model(cfg: Table1Config, inputs: Inputs, arch: VisionArch) -> nn.Module:
     net = arch.build(inputs.num_pretrain_classes)
-    load_weights(net, inputs.weights[model])
+    load_weights(net, inputs.weights[arch.name])
     return net.to(resolve_device(cfg.device)).eval()
 
 
-# --- stage 2: Linear FT --------------------------------------------------------------------------
+# --- stage 2: adaptation to 16 classes ------------------------------------------------------------
 @torch.no_grad()
 def _features(
     backbone: nn.Module, dataset: Dataset, device: torch.device, bs: int, workers: int
@@ -71,119 +92,138 @@ def _features(
     return torch.cat(xs), torch.cat(ys)
 
 
-def linear_ft(
-    cfg: Table1Config, inputs: Inputs, data: Data, model: str, out: Path, progress: bool
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The pretrained backbone, frozen (eval mode, so BatchNorm statistics stay put), with a
-    16-way head trained on the original training images (SGD on the backbone's features, computed
-    once without augmentation). Table 1's "Linear FT" row and Table 2's original model."""
-    arch, device = ARCHS.get(model), resolve_device(cfg.device)
-    d = out / model / f"linear-{cfg.digest(*LINEAR_KEYS)}"
-    net = replace_head(pretrained_model(cfg, inputs, model), arch, NUM_CLASSES).to(device)
-    if (d / "linear.json").exists():
-        net.load_state_dict(load_file(str(d / "model.safetensors")))
-        return net.eval(), json.loads((d / "linear.json").read_text())
+def _adapt_config(cfg: Table1Config, steps: int) -> TrainConfig:
+    return TrainConfig(
+        epochs=cfg.adapt_epochs,
+        lr=cfg.adapt_lr,
+        optimizer=cfg.adapt_optimizer,
+        momentum=cfg.momentum,
+        weight_decay=cfg.adapt_weight_decay,
+        lr_schedule=cfg.adapt_lr_schedule,
+        max_steps=steps,
+        amp=cfg.amp,
+    )
+
+
+def _train_head(
+    cfg: Table1Config, net: nn.Module, arch: VisionArch, images: Dataset, data: Data, progress: bool
+) -> Any:
+    """A new head on the frozen backbone (eval mode: BatchNorm statistics stay put), trained on
+    the backbone's features, computed once without augmentation."""
+    device, bs, w = resolve_device(cfg.device), cfg.eval_batch_size, cfg.loader_workers
     head = net.get_submodule(arch.head)
     set_head(net, arch, nn.Identity())
-    plain = FileImages(data.root, [(it.rel, it.label) for it in data.train_items],
-                       eval_transform(arch))  # fmt: skip
-    bs = cfg.eval_batch_size
-    train_x, train_y = _features(net.eval(), plain, device, bs, cfg.loader_workers)
-    eval_x, eval_y = _features(net, data.evaluation, device, bs, cfg.loader_workers)
+    train_x, train_y = _features(net.eval(), images, device, bs, w)
+    eval_x, eval_y = _features(net, data.evaluation, device, bs, w)
     set_head(net, arch, head)
-    torch.manual_seed(cfg.index_seed)
-    n = len(train_y)
+    n, batch = len(train_y), cfg.adapt_batch_size
 
     def batches(epoch: int):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
-        for i in range(0, n, cfg.batch_size(model)):
-            j = perm[i : i + cfg.batch_size(model)]
-            yield train_x[j], train_y[j]
+        for i in range(0, n, batch):
+            yield train_x[perm[i : i + batch]], train_y[perm[i : i + batch]]
 
     def head_accuracy(h: nn.Module) -> float:
         return float((h(eval_x.to(device)).argmax(1).cpu() == eval_y).float().mean())
 
-    result = fit(
-        head,
-        batches,
-        ce_loss(device),
-        head_accuracy,
-        train_config(cfg, cfg.linear_lr, cfg.linear_steps, None),
-        desc=f"linear FT {model}",
-        progress=progress,
+    steps = cfg.adapt_epochs * -(-n // batch)
+    return fit(head, batches, ce_loss(device), head_accuracy, _adapt_config(cfg, steps),
+               desc=f"adapt head {arch.name}", progress=progress)  # fmt: skip
+
+
+def _train_whole(
+    cfg: Table1Config, net: nn.Module, arch: VisionArch, images: Dataset, data: Data, progress: bool
+) -> Any:
+    """The whole model fine-tuned (train mode, augmented images), best epoch on the evaluation
+    images."""
+    device = resolve_device(cfg.device)
+    for p in net.parameters():
+        p.requires_grad_(True)
+    loader = epoch_loader(images, cfg.adapt_batch_size, cfg.index_seed, cfg.loader_workers)
+    steps = cfg.adapt_epochs * len(loader.loader)
+    evaluate = lambda m: accuracy(  # noqa: E731
+        m, data.evaluation, device, cfg.eval_batch_size, cfg.loader_workers
     )
+    return fit(net, loader, ce_loss(device), evaluate, _adapt_config(cfg, steps),
+               desc=f"adapt {arch.name}", progress=progress)  # fmt: skip
+
+
+def adapted_model(
+    cfg: Table1Config, inputs: Inputs, data: Data, arch: VisionArch, out: Path, progress: bool
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The pretrained model adapted to 16 classes (``cfg.adapt(model)``: "head" or "full"), on
+    the originals of the discovery images or on every training image (``adapt_images``); best
+    epoch on the evaluation images. Cached."""
+    model, device = arch.name, resolve_device(cfg.device)
+    d = out / model / f"adapted-{cfg.digest(*ADAPT_KEYS)}"
+    torch.manual_seed(stage_seed(cfg, model, "adapt"))  # the new head's initialisation
+    net = replace_head(pretrained_model(cfg, inputs, arch), arch, NUM_CLASSES).to(device)
+    if (d / "adapted.json").exists():
+        net.load_state_dict(load_file(str(d / "model.safetensors")))
+        return net.eval(), json.loads((d / "adapted.json").read_text())
+    items = data.discovery_items if cfg.adapt_images == "discovery" else data.train_items
+    mode = cfg.adapt(model)
+    transform = eval_transform(arch) if mode == "head" else train_transform(arch)
+    images = FileImages(data.root, [(it.rel, it.label) for it in items], transform)
+    train = _train_head if mode == "head" else _train_whole
+    result = train(cfg, net, arch, images, data, progress)
+    for p in net.parameters():
+        p.requires_grad_(False)
     net.eval()
     meta = {
         "model": model,
+        "adapt": mode,
+        "adapt_images": cfg.adapt_images,
         "evaluation_accuracy": result.best_accuracy,
-        "pooled_evaluation_accuracy": accuracy(net, data.pooled_evaluation, device, bs),
-        "best_step": best_step(result.history),
-        "train_images": n,
+        "pooled_evaluation_accuracy": accuracy(
+            net, data.pooled_evaluation, device, cfg.eval_batch_size
+        ),  # fmt: skip
+        "best_epoch": result.best_epoch,
+        "train_images": len(images),
         "seconds": result.seconds,
-        "config": {k: getattr(cfg, k) for k in LINEAR_KEYS},
+        "config": {k: getattr(cfg, k) for k in ADAPT_KEYS},
         "provenance": provenance(),
     }
     save_state_dict(net, d / "model.safetensors")
-    write_json_atomic(d / "linear.json", meta)
+    write_json_atomic(d / "adapted.json", meta)
     return net, meta
 
 
-def best_step(history: list[dict[str, Any]]) -> int | None:
-    """The step of the first evaluation with the best validation accuracy (fit's choice)."""
-    if not history:
-        return None
-    best = max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -i))
-    return history[best].get("step")
-
-
-def train_config(
-    cfg: Table1Config, lr: float, steps: int, checkpoint: Path | None, ddp: bool = False
-) -> TrainConfig:
-    return TrainConfig(
-        epochs=10**9,  # the step budget ends training
-        lr=lr,
-        optimizer=cfg.optimizer,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        max_steps=steps,
-        eval_every=min(cfg.eval_every, steps),
-        checkpoint_dir=str(checkpoint) if checkpoint else None,
-        amp=cfg.amp,
-        ddp=ddp,
-    )
-
-
 # --- stage 3: discovery ----------------------------------------------------------------------------
+def masked_selection(cfg: Table1Config, arch: VisionArch) -> MaskSelection:
+    """The architecture's masking preset; for a ViT with ``mask_classifier`` the classifier's
+    weight too (the released code masked every Linear of the ViT)."""
+    if not (cfg.mask_classifier and arch.family == "vit"):
+        return arch.masked
+    head = f"{arch.head}.weight"
+    exclude = tuple(p for p in arch.masked.exclude if not head.startswith(p.rstrip("*")))
+    return dataclasses.replace(arch.masked, include=arch.masked.include + (head,), exclude=exclude)
+
+
 def _discover(
-    cfg: Table1Config,
-    base: nn.Module,
-    arch: VisionArch,
-    data: Data,
-    penalty: float,
-    d: Path,
-    meta: dict[str, Any],
-    progress: bool,
-) -> Subnetwork:
+    cfg: Table1Config, base: nn.Module, arch: VisionArch, data: Data, penalty: float, d: Path,
+    meta: dict[str, Any], progress: bool,
+) -> Subnetwork:  # fmt: skip
     if (d / "subnetwork.json").exists():
         return Subnetwork.load(d)
     device = resolve_device(cfg.device)
-    loader = epoch_loader(
-        data.pooled_discovery, cfg.discovery_batch_size, cfg.index_seed, cfg.loader_workers
-    )
+    batch = cfg.per_family("discovery_batch_size", arch.name)
+    loader = epoch_loader(data.pooled_discovery, batch, cfg.index_seed, cfg.loader_workers)
     sub = discover(
         base,
-        select_parameters(base, arch.masked),
+        select_parameters(base, masked_selection(cfg, arch)),
         loader,
         ce_loss(device),
         lambda m: accuracy(
             m, data.pooled_evaluation, device, cfg.eval_batch_size, cfg.loader_workers
         ),  # fmt: skip
         DiscoveryConfig(
-            epochs=cfg.discovery_epochs,
+            epochs=cfg.per_family("discovery_epochs", arch.name),
             lr=cfg.discovery_lr,
             penalty=penalty,
             beta_final=cfg.beta_final,
             seed=cfg.index_seed,
+            optimizer=cfg.discovery_optimizer,
         ),
         meta={**meta, "config": {k: getattr(cfg, k) for k in DISCOVERY_KEYS}},
         progress=progress,
@@ -192,40 +232,75 @@ def _discover(
     return sub
 
 
+def _subnetwork_dir(cfg: Table1Config, out: Path, model: str, lam: float, control: bool) -> Path:
+    name = f"random-init-lam{lam:g}" if control else f"lam{lam:g}"
+    return out / model / "subnetworks" / f"{name}-{cfg.digest(*DISCOVERY_KEYS)}"
+
+
+def discovery_jobs(
+    cfg: Table1Config, arch: VisionArch, base: nn.Module, data: Data, out: Path
+) -> list[Callable[[bool], Subnetwork]]:
+    """One cached discovery per lambda, and Figure 11's random-init control when its lambda is
+    known before discovery (``transfer_penalty``): jobs that ranks can run side by side."""
+    jobs = [
+        lambda p, lam=lam: _discover(
+            cfg,
+            base,
+            arch,
+            data,
+            lam,
+            _subnetwork_dir(cfg, out, arch.name, lam, False),
+            {"base_model": f"{arch.name} adapted", "model": arch.name, "penalty": lam},
+            p,
+        )  # fmt: skip
+        for lam in cfg.penalties
+    ]
+    if cfg.random_init_control and cfg.transfer_penalty is not None:
+        jobs.append(lambda p: _control(cfg, arch, data, cfg.transfer_penalty, out, p))
+    return jobs
+
+
+def _control(
+    cfg: Table1Config, arch: VisionArch, data: Data, lam: float, out: Path, progress: bool
+) -> Subnetwork:
+    """Figure 11's control: discovery on a randomly initialised model of the architecture."""
+    torch.manual_seed(cfg.index_seed)
+    rand = arch.build(NUM_CLASSES).to(resolve_device(cfg.device)).eval()
+    meta = {"base_model": f"{arch.name} random init", "model": arch.name, "penalty": lam}
+    return _discover(cfg, rand, arch, data, lam, _subnetwork_dir(cfg, out, arch.name, lam, True),
+                     meta, progress)  # fmt: skip
+
+
 def find_subnetwork(
     cfg: Table1Config,
-    model: str,
+    arch: VisionArch,
     base: nn.Module,
-    linear_meta: dict[str, Any],
+    adapted_meta: dict[str, Any],
     data: Data,
     out: Path,
     progress: bool,
 ) -> tuple[Subnetwork, dict[float, Subnetwork], Subnetwork | None]:
-    """Discovery for every lambda; the most accurate on pooled evaluation images is kept (ties:
-    the sparser). Checks the paper's Table 2 precondition: the subnetwork must beat the whole
-    model on pooled images. Also runs Figure 11's control on a randomly initialised model."""
-    arch, digest = ARCHS.get(model), cfg.digest(*DISCOVERY_KEYS)
-    found = {}
-    for lam in cfg.penalties:
-        meta = {"base_model": f"{model} Linear FT", "model": model, "penalty": lam}
-        d = out / model / "subnetworks" / f"lam{lam:g}-{digest}"
-        found[lam] = _discover(cfg, base, arch, data, lam, d, meta, progress)
-    best_lam = max(found, key=lambda k: (found[k].meta["val_accuracy"], -found[k].density))
+    """Discovery for every lambda (cached: see :func:`discovery_jobs`); the subnetwork of
+    ``transfer_penalty`` is kept, or (None) the most accurate on pooled evaluation images
+    (ties: the sparser). Checks the paper's Table 2 precondition: the subnetwork must beat the
+    whole model on pooled images. Also Figure 11's control on a randomly initialised model."""
+    model = arch.name
+    found = dict(zip(cfg.penalties, (job(progress) for job in
+                                     discovery_jobs(cfg, arch, base, data, out)), strict=False))  # fmt: skip
+    best_lam = cfg.transfer_penalty
+    if best_lam is None:
+        best_lam = max(found, key=lambda k: (found[k].meta["val_accuracy"], -found[k].density))
     best = found[best_lam]
-    whole = linear_meta["pooled_evaluation_accuracy"]
+    whole = adapted_meta["pooled_evaluation_accuracy"]
     if cfg.require_subnetwork_gain and best.meta["val_accuracy"] <= whole:
         raise StageError(
-            f"the best {model} subnetwork (lambda {best_lam:g}) gets {best.meta['val_accuracy']:.3f} "
+            f"the {model} subnetwork of lambda {best_lam:g} gets {best.meta['val_accuracy']:.3f} "
             f"on pooled evaluation images, no better than the whole model ({whole:.3f}): no "
-            f"shape subtask was found; try more --set discovery_epochs=N or other "
-            f"--set penalties=... (or --set require_subnetwork_gain=false to go on anyway; "
-            f"{out / model / 'subnetworks'})"
+            f"shape subtask was found; try more --set discovery_epochs_{arch.family}=N or "
+            f"other --set penalties=... (or --set require_subnetwork_gain=false to go on "
+            f"anyway; {out / model / 'subnetworks'})"
         )
-    control = None
-    if cfg.random_init_control:
-        torch.manual_seed(cfg.index_seed)
-        rand = arch.build(NUM_CLASSES).to(resolve_device(cfg.device)).eval()
-        d = out / model / "subnetworks" / f"random-init-lam{best_lam:g}-{digest}"
-        meta = {"base_model": f"{model} random init", "model": model, "penalty": best_lam}
-        control = _discover(cfg, rand, arch, data, best_lam, d, meta, progress)
+    control = (
+        _control(cfg, arch, data, best_lam, out, progress) if cfg.random_init_control else None
+    )
     return best, found, control

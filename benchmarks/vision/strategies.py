@@ -23,7 +23,7 @@ from subind.subnetwork import Subnetwork
 @dataclass(frozen=True)
 class StrategyInputs:
     pretrained: nn.Module  # the pretrained model with its own (e.g. 1000-class) head
-    linear: nn.Module  # the pretrained backbone with the trained 16-class head (stage 2)
+    adapted: nn.Module  # the pretrained model adapted to 16 classes (stage 2)
     fresh: nn.Module  # a newly initialised 16-class model of the same architecture
     subnetwork: Subnetwork | None
     unmasked: str = "inherit"
@@ -33,7 +33,7 @@ class StrategyInputs:
 
 @dataclass(frozen=True)
 class FromCondition:
-    """Start from what a transfer condition builds (base model: the Linear FT model)."""
+    """Start from what a transfer condition builds (base model: the adapted model)."""
 
     condition: str
 
@@ -43,7 +43,7 @@ class FromCondition:
 
     def __call__(self, inputs: StrategyInputs) -> tuple[nn.Module, dict[str, Any]]:
         return CONDITIONS.get(self.condition).build(
-            inputs.linear,
+            inputs.adapted,
             inputs.fresh,
             inputs.subnetwork,
             inputs.unmasked,
@@ -54,7 +54,7 @@ class FromCondition:
 
 @dataclass(frozen=True)
 class CopyOf:
-    """Start from a copy of one of the inputs' models (``source``: "linear" or "pretrained"),
+    """Start from a copy of one of the inputs' models (``source``: "adapted" or "pretrained"),
     every parameter trainable or none."""
 
     source: str
@@ -114,17 +114,18 @@ _add(Strategy("scratch", "a freshly initialised model trained on original images
 _add(
     Strategy(
         "data-mixture",
-        "the pretrained model fine-tuned on original images plus the pooled discovery and "
+        "the adapted model fine-tuned on original images plus the pooled discovery and "
         "evaluation images",
-        CopyOf("linear", trainable=True),
+        CopyOf("adapted", trainable=True),
         pooled_in_training=True,
     )
 )
 _add(
     Strategy(
         "linear-ft",
-        "the pretrained backbone, frozen, with a 16-class head trained on original images",
-        CopyOf("linear", trainable=False),
+        "the model adapted to 16 classes (the paper's Linear FT: a new head on the frozen "
+        "backbone, or the whole model with adapt=full), as it is",
+        CopyOf("adapted", trainable=False),
         trains=False,
     )
 )

@@ -1,8 +1,14 @@
+import threading
+import time
 from dataclasses import dataclass
 
 import pytest
 
 from benchmarks.harness import (
+    SINGLE,
+    StageError,
+    Sync,
+    deal,
     execute,
     merge_rank_results,
     one_at_a_time,
@@ -54,15 +60,58 @@ def test_execute_skips_finished_runs_and_resumes(tmp_path):
     assert [r["key"] for r in planned_records(tmp_path, ["k4", "k1"])] == ["k1", "k4"]
 
 
-def test_rank0_first_computes_on_rank_0_before_the_others_read():
-    calls = []
+def _ranks(tmp_path, world, body):
+    """Run ``body(sync)`` for each rank of a ``world`` in threads sharing ``tmp_path``."""
+    syncs = [Sync(tmp_path / "sync", r, world) for r in range(world)]
+    results, errors = {}, []
+
+    def run(sync):
+        try:
+            results[sync.rank] = body(sync)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in syncs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors and not any(t.is_alive() for t in threads), errors
+    return results
+
+
+def test_rank0_first_computes_on_rank_0_before_the_others_read(tmp_path):
+    events = []
 
     def stage(progress):
-        calls.append(progress)
-        return len(calls)
+        if progress:  # rank 0: a stage that takes a while
+            time.sleep(0.3)
+        events.append("computed" if progress else "loaded")
+        return len(events)
 
-    assert rank0_first(0, 1, stage, True) == 1 and calls == [True]
-    assert rank0_first(1, 1, stage, True) == 2 and calls == [True, False]  # no progress bars
+    out = _ranks(tmp_path, 3, lambda sync: rank0_first(sync, stage, sync.rank == 0))
+    assert events[0] == "computed" and sorted(events[1:]) == ["loaded", "loaded"]
+    assert out[0] == 1 and sorted(out.values()) == [1, 2, 3]
+    assert rank0_first(SINGLE, stage, True) == 4  # one process: no wait
+
+
+def test_sync_waits_without_a_timeout_of_its_own_and_deal_splits_jobs(tmp_path):
+    done = []
+
+    def job(i):
+        return lambda progress: (time.sleep(0.05 * i), done.append(i))
+
+    def body(sync):
+        deal(sync, [job(i) for i in range(5)], False, "jobs")
+        return sorted(done)  # every job finished when any rank returns
+
+    out = _ranks(tmp_path, 2, body)
+    assert out[0] == out[1] == [0, 1, 2, 3, 4]
+    marks = sorted(p.name for p in (tmp_path / "sync").iterdir())
+    assert marks == ["0001-jobs.rank0", "0001-jobs.rank1"]
+    slow = Sync(tmp_path / "lonely", 0, 2, max_wait_s=0.2)  # rank 1 never comes
+    with pytest.raises(StageError, match="for the other ranks"):
+        slow.wait("nobody")
 
 
 def test_rank_slices_cover_every_run_once_and_merge(tmp_path):

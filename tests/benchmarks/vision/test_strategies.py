@@ -50,7 +50,7 @@ def test_every_strategy_trains_and_keeps_frozen_entries(arch_name, name):
     for unmasked in strat.modes(("inherit", "reinit")):
         inputs = _inputs(arch_name, unmasked)
         before_pre = {k: v.clone() for k, v in inputs.pretrained.state_dict().items()}
-        before_lin = {k: v.clone() for k, v in inputs.linear.state_dict().items()}
+        before_lin = {k: v.clone() for k, v in inputs.adapted.state_dict().items()}
         model, info = strat.build(inputs)
         assert info["unmasked"] == unmasked
         x = torch.randn(4, 3, 32, 32)
@@ -81,13 +81,13 @@ def test_every_strategy_trains_and_keeps_frozen_entries(arch_name, name):
                 if name == "subtask-induction":
                     assert torch.equal(m, sub[n])
                 # frozen entries hold the Linear FT model's values, bit for bit, after a step
-                assert torch.equal(after[n][m], inputs.linear.state_dict()[n][m]), n
+                assert torch.equal(after[n][m], inputs.adapted.state_dict()[n][m]), n
                 assert not torch.equal(after[n][~m], before[n][~m]), n
         else:
             assert not frozen
         for k, v in inputs.pretrained.state_dict().items():
             assert torch.equal(v, before_pre[k]), f"{name} changed the pretrained model"
-        for k, v in inputs.linear.state_dict().items():
+        for k, v in inputs.adapted.state_dict().items():
             assert torch.equal(v, before_lin[k]), f"{name} changed the Linear FT model"
 
 
@@ -95,7 +95,7 @@ def test_inherit_and_reinit_differ_only_outside_the_masks():
     arch = ARCHS.get("resnet18-mini")
     inh, _ = STRATEGIES.get("subtask-induction").build(_inputs(arch.name, "inherit"))
     rei, _ = STRATEGIES.get("subtask-induction").build(_inputs(arch.name, "reinit"))
-    lin = _inputs(arch.name, "inherit").linear.state_dict()
+    lin = _inputs(arch.name, "inherit").adapted.state_dict()
     # BatchNorm statistics and the head follow the policy
     assert torch.equal(inh.state_dict()["bn1.running_mean"], lin["bn1.running_mean"])
     assert torch.equal(inh.state_dict()["fc.weight"], lin["fc.weight"])

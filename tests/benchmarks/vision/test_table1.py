@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from benchmarks.cli import main
-from benchmarks.harness import StageError
+from benchmarks.harness import SINGLE, StageError
 from benchmarks.vision.config import PRESETS
 from benchmarks.vision.data import epoch_loader
 from benchmarks.vision.inputs import load_data, resolve_inputs, split_items, training_set
@@ -75,8 +75,8 @@ def test_data_mixture_trains_on_more_images_and_rerun_reuses_everything(tiny_run
 
 def test_training_images_are_disjoint_from_evaluation_and_val(tiny_run):
     out, _ = tiny_run
-    inputs = resolve_inputs(TINY, out, 0, 1, False)
-    data = load_data(inputs, ARCHS.get("resnet18-mini"))
+    inputs = resolve_inputs(TINY, out, SINGLE, False)
+    data = load_data(TINY, inputs, ARCHS.get("resnet18-mini"))
     train = {it.rel for it in data.train_items}
     assert train and not train & {it.rel for it in data.evaluation_items}
     assert not train & {it.rel for it in data.val_items}
@@ -136,13 +136,13 @@ def test_precondition_stops_when_the_subnetwork_is_no_better(tmp_path, tiny_run)
     cfg = dataclasses.replace(TINY, require_subnetwork_gain=True)
     from benchmarks.vision import stages
 
-    inputs = resolve_inputs(cfg, out, 0, 1, False)
+    inputs = resolve_inputs(cfg, out, SINGLE, False)
     arch = ARCHS.get("resnet18-mini")
-    data = load_data(inputs, arch)
-    linear, meta = stages.linear_ft(cfg, inputs, data, arch.name, out, False)
+    data = load_data(cfg, inputs, arch)
+    adapted, meta = stages.adapted_model(cfg, inputs, data, arch, out, False)
     with pytest.raises(StageError, match="no better than the whole model"):
         stages.find_subnetwork(
-            cfg, arch.name, linear, {**meta, "pooled_evaluation_accuracy": 1.0}, data, out, False
+            cfg, arch, adapted, {**meta, "pooled_evaluation_accuracy": 1.0}, data, out, False
         )
 
 
@@ -165,3 +165,31 @@ def test_torchrun_ddp_two_ranks_train_every_run_together(tmp_path):
     records = read_jsonl(out / "results.jsonl")
     assert sorted(r["strategy"] for r in records) == ["scratch", "subtask-induction"]
     assert all(r["curve"] and r["curve"][-1]["step"] == TINY.steps for r in records)
+
+
+def test_torchrun_survives_a_rank0_stage_longer_than_the_process_group_timeout(tmp_path):
+    """Rank 0 builds the world and pretrains (several seconds) while rank 1 waits, with the
+    process group's timeout lowered to 2 s: rank 1 must wait through files, not a collective.
+    Every record is written once."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "benchmarks.cli", "run", "table1", "--preset", "tiny", "--out", str(out),
+           "--models", "resnet18-mini", "--strategies", "scratch,subtask-induction,linear-ft",
+           "--unmasked", "inherit", "--set", "distributed=slice", "--set", "dist_timeout_s=2",
+           "--set", "pretrain_epochs=20", "--set", "adapt_epochs=20", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    # rank 1 waited while rank 0 built the world, pretrained and adapted the model
+    waited = json.loads((out / "world" / "world.json").read_text())["seconds"]
+    waited += sum(json.loads(p.read_text())["seconds"] for p in out.glob("pretrained/*.json"))
+    waited += sum(json.loads(p.read_text())["seconds"] for p in out.glob("*/adapted-*/*.json"))
+    assert waited > 2 * 2, waited  # well past the timeout
+    keys = [r["key"] for r in read_jsonl(out / "results.jsonl")]
+    assert len(keys) == len(set(keys)) == 3
+    assert not list(out.glob("results.rank*.jsonl"))
