@@ -67,6 +67,10 @@ class Table1Config:
     batch_size_vit: int = 512
     steps: int = 33_160
     eval_every: int = 1_000  # Figure 5's curves: original and pooled evaluation-subset accuracy
+    # The cue-conflict scoring of table1.md's paired differences: "standard" (Geirhos et al.) or
+    # "released" (the paper's code; docs/cue-conflict-scoring.md). Every record holds both, so
+    # this changes reports only and is part of no cache key.
+    cue_conflict_scoring: str = "standard"
     # Execution (not part of any cache key).
     device: str = "auto"
     amp: str | None = None  # "bf16": autocast on CUDA
