@@ -15,18 +15,60 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def _cue_table(rows: list[tuple[str, dict]]) -> str:
-    """Markdown table of cue-conflict metrics, one row per (label, metrics)."""
+def _cue_table(rows: list[tuple[str, dict]], same_class: str, count_key: str) -> str:
+    """Markdown table of cue-conflict metrics, one row per (label, metrics); ``same_class``
+    ("left out" / "included") titles the column of ``metrics[count_key]``."""
     lines = [
-        "| responses | n | same-class left out | missing | accuracy | robustness | shape bias |",
+        f"| responses | n | same-class {same_class} | missing | accuracy | robustness | "
+        "shape bias |",
         "|---|---|---|---|---|---|---|",
     ]
     for label, m in rows:
         lines.append(
-            f"| {label} | {m['n']} | {m['n_excluded_same_class']} | {m['n_missing']} | "
+            f"| {label} | {m['n']} | {m[count_key]} | {m['n_missing']} | "
             f"{_fmt(m['accuracy'])} | {_fmt(m['robustness'])} | {_fmt(m['shape_bias'])} |"
         )
     return "\n".join(lines)
+
+
+def _scoring_option(ctx: click.Context, param: click.Parameter, name: str):
+    """--cue-conflict-scoring NAME -> the Scoring ("did you mean" for an unknown name)."""
+    from benchmarks.vision.cue_conflict import CueConflictError, scoring
+
+    try:
+        return scoring(name)
+    except CueConflictError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+_SCORING_HELP = (
+    "cue-conflict scoring printed first: standard (Geirhos et al.: same-class stimuli left out) "
+    "or released (the paper's released code, its Table 1: every stimulus); docs/cue-conflict-"
+    "scoring.md. Both are written to the JSON output"
+)
+
+
+def _scored_tables(scores: dict, paths: list, headline) -> list[str]:
+    """The headline scoring's table and summary line, then every other scoring's table."""
+    from benchmarks.vision.cue_conflict import SCORINGS
+
+    out = []
+    for sc in [headline] + [SCORINGS.get(n) for n in SCORINGS if n != headline.name]:
+        by = scores if sc.name == "standard" else scores[sc.name]
+        rows = list(by["files"].items())
+        if len(paths) > 1:
+            rows.append((f"pooled ({len(paths)} files)", by["pooled"]))
+        out.append(f"{sc.name} scoring (same-class stimuli {sc.same_class}):")
+        out.append(_cue_table(rows, sc.same_class, sc.same_class_count))
+        if sc is headline:
+            pooled = by["pooled"]
+            never = "" if sc.same_class == "left out" else " (never texture decisions)"
+            out.append(
+                f"{pooled[sc.same_class_count]} same-class stimuli {sc.same_class}{never}; "
+                f"{pooled['n_missing']} missing (na) responses counted as wrong"
+            )
+        out.append("")
+    return out[:-1]
 
 
 @click.group("score")
@@ -43,12 +85,20 @@ def score_group() -> None:
     help="responses CSV (model-vs-human format); more files may follow",
 )
 @click.argument("more", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
-              help="also write the metrics (with provenance) to this JSON file")  # fmt: skip
-def score_cue_conflict_cmd(responses, more, json_out) -> None:
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="also write the metrics (with provenance) to this JSON file",
+)
+@click.option("--cue-conflict-scoring", "headline", default="standard", show_default=True,
+              callback=_scoring_option, help=_SCORING_HELP)  # fmt: skip
+def score_cue_conflict_cmd(responses, more, json_out, headline) -> None:
     """Cue-conflict accuracy, robustness and shape bias of each responses file and of all rows
-    pooled. Same-class stimuli are left out; `na` responses count as wrong (neither shape nor
-    texture decisions)."""
+    pooled, under both scorings (the one chosen first). Standard: same-class stimuli left out;
+    released: every stimulus, a same-class one never a texture decision. `na` responses count as
+    wrong (neither shape nor texture decisions)."""
     from benchmarks.vision.cue_conflict import CueConflictError, score_files
     from subind.io import write_json_atomic
     from subind.provenance import provenance
@@ -61,17 +111,11 @@ def score_cue_conflict_cmd(responses, more, json_out) -> None:
     except CueConflictError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
-    rows = list(scores["files"].items())
-    if len(paths) > 1:
-        rows.append((f"pooled ({len(paths)} files)", scores["pooled"]))
-    click.echo(_cue_table(rows))
-    pooled = scores["pooled"]
-    click.echo(
-        f"{pooled['n_excluded_same_class']} same-class stimuli left out; "
-        f"{pooled['n_missing']} missing (na) responses counted as wrong"
-    )
+    click.echo("\n".join(_scored_tables(scores, paths, headline)))
     if json_out:
-        write_json_atomic(json_out, {**scores, "provenance": provenance()})
+        write_json_atomic(
+            json_out, {**scores, "cue_conflict_scoring": headline.name, "provenance": provenance()}
+        )
 
 
 def _model_and_mapping(spec, weights: Path, decision_mapping: Path | None):
@@ -91,6 +135,31 @@ def _model_and_mapping(spec, weights: Path, decision_mapping: Path | None):
         mapping = load_decision_mapping(decision_mapping)
         check_mapping(mapping, categories, classes)
     return model, classes, mapping
+
+
+def _evaluate_summary(result: dict, tag: str, headline) -> str:
+    """The headline table (cue-conflict under the chosen scoring), then one line per other
+    scoring."""
+    from benchmarks.vision.cue_conflict import SCORINGS
+
+    cue = result[headline.key]
+    lines = [
+        f"cue-conflict: {headline.name} scoring (same-class stimuli {headline.same_class})",
+        "| model | original | pooled | cue-conflict accuracy | robustness | shape bias |",
+        "|---|---|---|---|---|---|",
+        f"| {tag} | {_fmt(result['original_accuracy'])} | {_fmt(result['pooled_accuracy'])} | "
+        f"{_fmt(cue['accuracy'])} | {_fmt(cue['robustness'])} | {_fmt(cue['shape_bias'])} |",
+    ]
+    for name in SCORINGS:
+        sc = SCORINGS.get(name)
+        if sc is not headline:
+            m = result[sc.key]
+            lines.append(
+                f"{name} scoring (same-class stimuli {sc.same_class}): accuracy "
+                f"{_fmt(m['accuracy'])}, robustness {_fmt(m['robustness'])}, shape bias "
+                f"{_fmt(m['shape_bias'])}"
+            )
+    return "\n".join(lines)
 
 
 @click.command("evaluate")
@@ -137,11 +206,21 @@ def _model_and_mapping(spec, weights: Path, decision_mapping: Path | None):
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:1 ...")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes")
+@click.option(
+    "--cue-conflict-scoring",
+    "headline",
+    default="standard",
+    show_default=True,
+    callback=_scoring_option,
+    help=_SCORING_HELP,
+)
 @click.option("--progress/--no-progress", default=True)  # fmt: skip
 def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pooled,
-                 decision_mapping, out, tag, device, batch_size, workers, progress) -> None:  # fmt: skip
+                 decision_mapping, out, tag, device, batch_size, workers, headline,
+                 progress) -> None:  # fmt: skip
     """Evaluate a model you bring: original, mean-pooled and cue-conflict accuracy, robustness
-    and shape bias; writes metrics.json, per_class/TAG.csv and responses/TAG.csv under OUT."""
+    and shape bias (both cue-conflict scorings; the one chosen printed first); writes
+    metrics/TAG.json, per_class/TAG.csv and responses/TAG.csv under OUT."""
     from benchmarks.vision.evaluate import EvalConfig, evaluate_model
     from benchmarks.vision.models import ARCHS
     from subind.io import write_json_atomic
@@ -185,16 +264,11 @@ def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pool
             "cue_conflict_dir": str(cue_conflict_dir),
         },
         "config": dataclasses.asdict(cfg),
+        "cue_conflict_scoring": headline.name,  # the one printed first; both are below
         "wall_s": round(time.perf_counter() - start, 2),
         **result,
         "provenance": provenance(),
     }
     write_json_atomic(out / "metrics" / f"{tag}.json", record)
-    cue = result["cue_conflict"]
-    click.echo(
-        "| model | original | pooled | cue-conflict accuracy | robustness | shape bias |\n"
-        "|---|---|---|---|---|---|\n"
-        f"| {tag} | {_fmt(result['original_accuracy'])} | {_fmt(result['pooled_accuracy'])} | "
-        f"{_fmt(cue['accuracy'])} | {_fmt(cue['robustness'])} | {_fmt(cue['shape_bias'])} |"
-    )
+    click.echo(_evaluate_summary(result, tag, headline))
     click.echo(f"outputs in {out}/ (metrics/{tag}.json, per_class/{tag}.csv, responses/{tag}.csv)")

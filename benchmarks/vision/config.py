@@ -113,6 +113,10 @@ class Table1Config:
     # Cross-entropy weighted by N / N_c per class, normalised (the released code: 16-class
     # ImageNet is unbalanced, dog holds half of it); False: plain cross-entropy.
     class_weighted_loss: bool = True
+    # The cue-conflict scoring of table1.md's paired differences: "standard" (Geirhos et al.) or
+    # "released" (the paper's code; docs/cue-conflict-scoring.md). Every record holds both, so
+    # this changes reports only and is part of no cache key.
+    cue_conflict_scoring: str = "standard"
     # Execution (not part of any cache key).
     device: str = "auto"
     amp: str | None = None  # "bf16": autocast on CUDA

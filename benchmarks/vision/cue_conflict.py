@@ -1,5 +1,6 @@
-"""Cue-conflict stimuli (Geirhos et al., ICLR 2019), their three metrics and response files in
-model-vs-human's CSV format.
+"""Cue-conflict stimuli (Geirhos et al., ICLR 2019), their three metrics under two scorings
+(``SCORINGS``: "standard", Geirhos et al.'s, and "released", the paper's released code's; see
+docs/cue-conflict-scoring.md) and response files in model-vs-human's CSV format.
 
 Layout: ``<root>/<shape>/<shape><n>-<texture><m>.png`` (the shape class is the folder, the
 texture class is parsed from the file name), e.g. ``cat/cat1-airplane1.png``.
@@ -10,13 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meanpool.imagenet import IMAGE_SUFFIXES, sixteen_classes
 from subind.io import write_text_atomic
+from subind.registry import Registry
 
 _NAME_RE = re.compile(r"^(?P<shape>[A-Za-z]+)\d*-(?P<texture>[A-Za-z]+)\d*$")
 CSV_COLUMNS = ("subj", "session", "trial", "rt", "object_response", "category", "condition",
@@ -88,7 +90,11 @@ def scan_cue_conflict(root: str | Path) -> list[Stimulus]:
     return out
 
 
-def cue_conflict_metrics(rows: Iterable[tuple[str, str, str | None]]) -> dict[str, Any]:
+# (shape class, texture class, response): one scored stimulus; response None = no answer.
+Row = tuple[str, str, str | None]
+
+
+def cue_conflict_metrics(rows: Iterable[Row]) -> dict[str, Any]:
     """The three metrics over (shape, texture, response) rows; response None = no answer.
 
     Rows whose shape and texture class are the same are left out of everything (counted in
@@ -134,6 +140,70 @@ def per_class_metrics(rows: Iterable[tuple[str, str, str | None]]) -> dict[str, 
     for row in rows:
         by_class.setdefault(row[0], []).append(row)
     return {c: cue_conflict_metrics(by_class[c]) for c in sorted(by_class)}
+
+
+def released_metrics(rows: Iterable[Row]) -> dict[str, Any]:
+    """The metrics as the paper's released code scored them (its Table 1), over (shape, texture,
+    response) rows; response None = no answer. Every row counts, same-class ones included:
+
+    - accuracy   = shape_decisions / n      (a same-class row answered with its class counts)
+    - robustness = 1 - texture_decisions / n (a same-class row is never a texture decision)
+    - shape_bias = the standard shape bias (same-class rows left out): the released code
+      computes none, and the paper's Table 1 reports none
+
+    ``n`` counts every row (``n_same_class`` of them same-class). Missing and third-class
+    responses are neither shape nor texture decisions, as in the standard scoring. The ratios are
+    shares of all rows pooled; the released script averages per shape class instead, which is
+    the same number when every class has as many stimuli (80 each in Geirhos et al.'s 1,280).
+    Ratios are None when ``n`` is 0.
+    """
+    rows = list(rows)
+    n = len(rows)
+    same = sum(s == t for s, t, _ in rows)
+    shape_dec = sum(r is not None and r == s for s, _, r in rows)
+    # The released script reuses the previous file's texture label for a same-class stimulus (a
+    # file-order artefact); here such a stimulus never counts as misled, whatever it answers.
+    texture_dec = sum(r is not None and s != t and r == t for s, t, r in rows)
+    return {
+        "accuracy": shape_dec / n if n else None,
+        "robustness": 1 - texture_dec / n if n else None,
+        "shape_bias": cue_conflict_metrics(rows)["shape_bias"],
+        "n": n,
+        "n_same_class": same,
+        "n_missing": sum(r is None for *_, r in rows),
+        "shape_decisions": shape_dec,
+        "texture_decisions": texture_dec,
+    }
+
+
+# ----------------------------------------------------------------------------- scorings
+@dataclass(frozen=True)
+class Scoring:
+    """One way to turn cue-conflict responses into accuracy, robustness and shape bias."""
+
+    name: str
+    key: str  # where evaluate_model's result and table1's records keep its metrics
+    metrics: Callable[[Iterable[Row]], dict[str, Any]]  # rows -> {"accuracy", "robustness", ...}
+    same_class: str  # what it does with same-class stimuli: "left out" or "included"
+    same_class_count: str  # the key of its metrics that counts them
+
+
+SCORINGS: Registry[Scoring] = Registry("cue-conflict scoring")
+SCORINGS.register("standard", "Geirhos et al.: same-class stimuli left out; shares of the rest")(
+    Scoring("standard", "cue_conflict", cue_conflict_metrics, "left out", "n_excluded_same_class")
+)
+SCORINGS.register(
+    "released",
+    "the paper's released code (its Table 1): shares of all stimuli, same-class ones "
+    "included (never texture decisions); standard shape bias",
+)(Scoring("released", "cue_conflict_released", released_metrics, "included", "n_same_class"))
+
+
+def scoring(name: str) -> Scoring:
+    """The scoring called ``name``; CueConflictError (one line, "did you mean") if unknown."""
+    if name not in SCORINGS:
+        raise CueConflictError(SCORINGS.unknown_message(name))
+    return SCORINGS.get(name)
 
 
 # ----------------------------------------------------------------------------- response files
@@ -188,10 +258,16 @@ def response_rows(records: Iterable[dict[str, str]]) -> list[tuple[str, str, str
 
 
 def score_files(paths: Sequence[str | Path]) -> dict[str, Any]:
-    """{"files": {path: metrics}, "pooled": metrics over the rows of all files}."""
-    files, pooled = {}, []
-    for p in paths:
-        rows = response_rows(read_responses_csv(p))
-        files[str(p)] = cue_conflict_metrics(rows)
-        pooled += rows
-    return {"files": files, "pooled": cue_conflict_metrics(pooled)}
+    """{"files": {path: metrics}, "pooled": metrics over the rows of all files} under the
+    standard scoring, and the same under every other scoring by its name, e.g.
+    {"released": {"files": ..., "pooled": ...}}."""
+    rows = {str(p): response_rows(read_responses_csv(p)) for p in paths}
+    everything = [row for file_rows in rows.values() for row in file_rows]
+    scored = {
+        name: {
+            "files": {p: SCORINGS.get(name).metrics(r) for p, r in rows.items()},
+            "pooled": SCORINGS.get(name).metrics(everything),
+        }
+        for name in SCORINGS
+    }
+    return {**scored.pop("standard"), **scored}

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from benchmarks.vision.cue_conflict import (
-    cue_conflict_metrics,
+    SCORINGS,
+    Row,
     per_class_metrics,
     scan_cue_conflict,
     write_responses_csv,
@@ -187,6 +188,18 @@ def _cue_conflict(
     return stimuli, [categories[p] for p in preds]
 
 
+def _score_cue_conflict(
+    rows: Sequence[Row], per_class: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """{scoring key: metrics} of (shape, texture, response) rows under every scoring; adds the
+    standard per-class metrics (by shape class) to ``per_class``."""
+    for c, m in per_class_metrics(rows).items():
+        per_class[c].update({"cue_conflict_n": m["n"], "cue_conflict_accuracy": m["accuracy"],
+                             "cue_conflict_robustness": m["robustness"],
+                             "cue_conflict_shape_bias": m["shape_bias"]})  # fmt: skip
+    return {SCORINGS.get(name).key: SCORINGS.get(name).metrics(rows) for name in SCORINGS}
+
+
 def _original_images(imagenet_dir: str | Path, val_labels: str | Path | None, transform: Any):
     """The 16-class validation images of an ImageNet tree, as a dataset."""
     items = scan(imagenet_dir, val_labels)["val"]
@@ -219,9 +232,11 @@ def evaluate_model(
     (``val/<wnid>/*``, or flat ``val/`` with ``val_labels`` or LOC_val_solution.csv, as
     ``meanpool.imagenet.scan``), the "val" subset of the meanpool build ``pooled``, and the
     stimuli of ``cue_conflict_dir``. Returns {"original_accuracy", "original_n",
-    "pooled_accuracy", "pooled_n", "cue_conflict": cue_conflict_metrics, "per_class": {class:
-    {"original_accuracy", "pooled_accuracy", "cue_conflict_accuracy", "cue_conflict_robustness",
-    "cue_conflict_shape_bias", ... "_n"}}} (None for a source not given). Writes
+    "pooled_accuracy", "pooled_n", "cue_conflict": cue_conflict_metrics (the standard scoring),
+    "cue_conflict_released": released_metrics (the paper's released code's scoring; one key per
+    scoring of ``SCORINGS``, its ``key``), "per_class": {class: {"original_accuracy",
+    "pooled_accuracy", "cue_conflict_accuracy", "cue_conflict_robustness",
+    "cue_conflict_shape_bias" (standard scoring), ... "_n"}}} (None for a source not given). Writes
     ``<out_dir>/per_class/<tag>.csv`` and, with cue-conflict stimuli,
     ``<out_dir>/responses/<tag>.csv`` (model-vs-human format, subj = tag), atomically.
     """
@@ -237,7 +252,8 @@ def evaluate_model(
         check_mapping(mapping, categories, heads)
     transform = eval_transform(arch)
     result: dict[str, Any] = {"original_accuracy": None, "original_n": None,
-                              "pooled_accuracy": None, "pooled_n": None, "cue_conflict": None}  # fmt: skip
+                              "pooled_accuracy": None, "pooled_n": None}  # fmt: skip
+    result.update({SCORINGS.get(name).key: None for name in SCORINGS})
     per_class: dict[str, dict[str, Any]] = {c: {} for c in categories}
 
     def run(name: str, dataset) -> None:
@@ -256,15 +272,13 @@ def evaluate_model(
             model, cue_conflict_dir, transform, mapping, cfg, tag, progress
         )
         rows = [(s.shape, s.texture, r) for s, r in zip(stimuli, responses, strict=True)]
-        result["cue_conflict"] = metrics = cue_conflict_metrics(rows)
-        for c, m in per_class_metrics(rows).items():
-            per_class[c].update({"cue_conflict_n": m["n"], "cue_conflict_accuracy": m["accuracy"],
-                                 "cue_conflict_robustness": m["robustness"],
-                                 "cue_conflict_shape_bias": m["shape_bias"]})  # fmt: skip
+        result.update(_score_cue_conflict(rows, per_class))
+        metrics = result["cue_conflict"]
         write_responses_csv(Path(out_dir) / "responses" / f"{tag}.csv", stimuli, responses, tag)
         log(
             f"{tag}: cue-conflict: {metrics['n_excluded_same_class']} of {len(stimuli)} stimuli "
-            f"have the same shape and texture class and were left out"
+            f"have the same shape and texture class and were left out (the released scoring "
+            f"keeps them, never as texture decisions)"
         )
     result["per_class"] = per_class
     write_text_atomic(Path(out_dir) / "per_class" / f"{tag}.csv", _per_class_csv(per_class))

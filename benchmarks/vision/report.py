@@ -1,26 +1,49 @@
 """Tables and plots of the vision experiments from results.jsonl: table1.md/.csv (mean +- std over
-seeds), the paired differences that ask whether the subnetwork matters, table2.md (discovery),
+seeds; cue-conflict under the standard scoring and, in a second table, the paper's released
+one), the paired differences that ask whether the subnetwork matters, table2.md (discovery),
 per-class tables and fig5.png (accuracy against steps)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks.stats import mean_std, paired_by_seed
+from benchmarks.vision.cue_conflict import scoring as scoring_by_name
 from subind.io import write_json_atomic, write_text_atomic, write_with_atomic
 
-# (column title, getter) of Table 1; cue-conflict metrics come from the "cue_conflict" dict.
+
+def _cue(metric: str, scoring: str = "standard") -> Callable[[dict[str, Any]], Any]:
+    """Getter of one cue-conflict metric of a record under ``scoring`` (its ``key`` in the
+    record); None when the record lacks it (older results have no released metrics)."""
+    record_key = scoring_by_name(scoring).key
+    return lambda r: (r.get(record_key) or {}).get(metric)
+
+
+def _accuracy(source: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda r: r.get(f"{source}_accuracy")
+
+
+# (column title, getter) of Table 1, cue-conflict metrics under the standard scoring.
 _COLUMNS = [
-    ("original", lambda r: r.get("original_accuracy")),
-    ("pooled", lambda r: r.get("pooled_accuracy")),
-    ("cue-conflict accuracy", lambda r: (r.get("cue_conflict") or {}).get("accuracy")),
-    ("robustness", lambda r: (r.get("cue_conflict") or {}).get("robustness")),
-    ("shape bias", lambda r: (r.get("cue_conflict") or {}).get("shape_bias")),
+    ("original", _accuracy("original")),
+    ("pooled", _accuracy("pooled")),
+    ("cue-conflict accuracy", _cue("accuracy")),
+    ("robustness", _cue("robustness")),
+    ("shape bias", _cue("shape_bias")),
+]
+# The columns of the paper's Table 1, cue-conflict scored as its released code did.
+_RELEASED_COLUMNS = [
+    ("original", _accuracy("original")),
+    ("pooled", _accuracy("pooled")),
+    ("cue-conflict accuracy", _cue("accuracy", "released")),
+    ("robustness", _cue("robustness", "released")),
 ]
 _ORDER = [
     "subtask-induction",
@@ -65,9 +88,29 @@ def _train_size(runs: list[dict[str, Any]]) -> str:
     return f"{n:,}" if n else "pretraining set"
 
 
+def _rows_md(records: list[dict[str, Any]], columns: list) -> list[str]:
+    """Header and one row per model x strategy x unmasked mode: runs, train set size, then
+    ``columns`` (percent; mean +- std over seeds)."""
+    lines = [
+        "| model | strategy | unmasked | runs | train images | "
+        + " | ".join(c for c, _ in columns)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(columns),
+    ]
+    for (model, strategy, unmasked), runs in _groups(records).items():
+        cells = [_cell([get(r) for r in runs]) for _, get in columns]
+        lines.append(
+            f"| {model} | {strategy} | {unmasked} | {len(runs)} | {_train_size(runs)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
 def table1_md(records: list[dict[str, Any]], title: str) -> str:
     """Rows: model x strategy x unmasked mode; columns: train set size, original, pooled,
-    cue-conflict accuracy, robustness, shape bias (percent; mean +- std over seeds)."""
+    cue-conflict accuracy, robustness, shape bias (percent; mean +- std over seeds), cue-conflict
+    under the standard scoring."""
     lines = [
         f"# {title}",
         "",
@@ -76,48 +119,63 @@ def table1_md(records: list[dict[str, Any]], title: str) -> str:
         "(1 - decided by texture), shape bias (shape / (shape + texture) decisions; same-class "
         "stimuli left out).",
         "",
-        "| model | strategy | unmasked | runs | train images | "
-        + " | ".join(c for c, _ in _COLUMNS)
-        + " |",
-        "|---|---|---|---|---|" + "---|" * len(_COLUMNS),
     ]
-    for (model, strategy, unmasked), runs in _groups(records).items():
-        cells = [_cell([get(r) for r in runs]) for _, get in _COLUMNS]
-        lines.append(
-            f"| {model} | {strategy} | {unmasked} | {len(runs)} | {_train_size(runs)} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _rows_md(records, _COLUMNS)) + "\n"
+
+
+def released_md(records: list[dict[str, Any]]) -> str:
+    """The paper's Table 1 layout (original, pooled, cue-conflict accuracy and robustness) with
+    cue-conflict scored as the paper's released code did: over every stimulus, same-class ones
+    included ("-" for results recorded before the released metrics existed)."""
+    lines = [
+        "## Cue-conflict as the paper's released code scored it (the paper's Table 1)",
+        "",
+        "Percent, mean +- std over seeds. Cue-conflict accuracy = shape decisions / all stimuli "
+        "and robustness = 1 - texture decisions / all stimuli, same-class stimuli included (never "
+        "texture decisions); see docs/cue-conflict-scoring.md.",
+        "",
+    ]
+    return "\n".join(lines + _rows_md(records, _RELEASED_COLUMNS)) + "\n"
 
 
 def table1_csv(records: list[dict[str, Any]]) -> str:
+    """One row per run: the standard columns of table1.md, then the released scoring's
+    cue-conflict accuracy and robustness (fractions; empty where a record lacks them)."""
+    columns = _COLUMNS + [(f"{c} (released)", get) for c, get in _RELEASED_COLUMNS[2:]]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["model", "strategy", "unmasked", "seed", "train_images"] + [c for c, _ in _COLUMNS])
+    w.writerow(["model", "strategy", "unmasked", "seed", "train_images"] + [c for c, _ in columns])
     for r in sorted(records, key=lambda r: (_sort_key(row_label(r)), r["seed"])):
         w.writerow(
             [r["model"], r["strategy"], r["unmasked"], r["seed"], r.get("train_images", 0)]
-            + ["" if get(r) is None else f"{get(r):.6f}" for _, get in _COLUMNS]
+            + ["" if get(r) is None else f"{get(r):.6f}" for _, get in columns]
         )
     return buf.getvalue()
 
 
-def paired_md(records: list[dict[str, Any]]) -> str:
+def paired_md(records: list[dict[str, Any]], scoring: str = "standard") -> str:
     """Subtask induction minus each other strategy, paired by (model, seed): does the discovered
     subnetwork itself carry the bias? A control run in the same unmasked mode is compared like
     with like; a control with one mode (scratch, data mixture, ...) pairs with both; an untrained
-    row (one run) pairs with every seed."""
+    row (one run) pairs with every seed. Cue-conflict metrics under ``scoring`` ("standard" or
+    "released"; CueConflictError for another name)."""
     from benchmarks.vision.strategies import STRATEGIES
 
+    sc = scoring_by_name(scoring)
     untrained = frozenset(n for n in STRATEGIES if not STRATEGIES.get(n).trains)
     pairings = paired_by_seed(records, lambda r: r["model"], "strategy", untrained)
     pairings.sort(key=lambda p: (_sort_key((p.group, "subtask-induction", p.mode)),
                                  _sort_key((p.group, p.control, p.control_mode))))  # fmt: skip
-    metrics = [("pooled", _COLUMNS[1][1]), ("shape bias", _COLUMNS[4][1]),
-               ("original", _COLUMNS[0][1])]  # fmt: skip
+    # Shape bias is the same under both scorings (the released code has none): the standard one.
+    metrics = [("pooled", _accuracy("pooled")), ("shape bias", _cue("shape_bias")),
+               ("original", _accuracy("original")),
+               ("cue-conflict accuracy", _cue("accuracy", sc.name)),
+               ("robustness", _cue("robustness", sc.name))]  # fmt: skip
     lines = [
         "## Subtask induction minus each control, paired by seed (percentage points)",
+        "",
+        f"Cue-conflict accuracy and robustness under the {sc.name} scoring (same-class stimuli "
+        f"{sc.same_class}; the table1 setting cue_conflict_scoring); shape bias as in Table 1.",
         "",
         "| model | unmasked | control | pairs | " + " | ".join(f"{m}" for m, _ in metrics) + " |",
         "|---|---|---|---|" + "---|" * len(metrics),
@@ -265,12 +323,30 @@ def fig5(records: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def saved_scoring(out: Path) -> str:
+    """The cue_conflict_scoring of the run in ``out`` (its config.json); "standard" when the
+    file or the setting is absent (runs made before the setting existed)."""
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "standard"
+    return (saved.get("config") or {}).get("cue_conflict_scoring") or "standard"
+
+
 def write_reports(
-    records: list[dict[str, Any]], out: Path, title: str, table2: list[dict[str, Any]] | None
+    records: list[dict[str, Any]],
+    out: Path,
+    title: str,
+    table2: list[dict[str, Any]] | None,
+    scoring: str | None = None,
 ) -> None:
-    """table1.md (with the paired differences), table1.csv, table2.md (+ table2.json, so that
-    `subind-bench report` can rewrite it), per_class.md and fig5.png."""
-    write_text_atomic(out / "table1.md", table1_md(records, title) + "\n" + paired_md(records))
+    """table1.md (standard scoring, the released scoring's table, the paired differences under
+    ``scoring``: None = the run's own setting, ``saved_scoring(out)``), table1.csv, table2.md
+    (+ table2.json, so that `subind-bench report` can rewrite it), per_class.md and fig5.png."""
+    paired = paired_md(records, scoring or saved_scoring(out))  # an unknown name fails first
+    write_text_atomic(
+        out / "table1.md", "\n".join([table1_md(records, title), released_md(records), paired])
+    )
     write_text_atomic(out / "table1.csv", table1_csv(records))
     if table2 is not None:
         write_json_atomic(out / "table2.json", table2)

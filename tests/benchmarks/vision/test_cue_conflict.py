@@ -4,15 +4,18 @@ import pytest
 
 from benchmarks.vision.cue_conflict import (
     CSV_COLUMNS,
+    SCORINGS,
     CueConflictError,
     Stimulus,
     cue_conflict_metrics,
     parse_stimulus_name,
     per_class_metrics,
     read_responses_csv,
+    released_metrics,
     response_rows,
     scan_cue_conflict,
     score_files,
+    scoring,
     write_responses_csv,
 )
 
@@ -132,3 +135,101 @@ def test_score_model_vs_human_files(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(CueConflictError, match="lacks the column"):
         score_files([tmp_path / "bad.csv"])
+
+
+# ------------------------------------------------------------------ the released scoring
+def test_released_metrics_on_hand_made_rows():
+    # ROWS under both scorings, by hand:
+    #   standard: the 2 bird-bird rows left out, n = 5; shape decisions: cat1 (cat), dog (dog) = 2;
+    #     texture: cat2 answered dog = 1; accuracy 2/5, robustness 1 - 1/5, shape bias 2/3.
+    #   released: all n = 7 rows; shape decisions: cat1, dog, and bird-bird answered bird = 3
+    #     (a same-class row answered with its class is correct); texture decisions: cat2 = 1
+    #     (bird-bird answered cat is neither); accuracy 3/7, robustness 1 - 1/7 = 6/7;
+    #     shape bias: the standard one, 2/3. The missing (dog/elephant) and third-class
+    #     (knife answered car) rows are wrong and not misled under both.
+    std, rel = cue_conflict_metrics(ROWS), released_metrics(ROWS)
+    assert (std["accuracy"], std["robustness"]) == (pytest.approx(2 / 5), pytest.approx(4 / 5))
+    assert rel["accuracy"] == pytest.approx(3 / 7) and rel["robustness"] == pytest.approx(6 / 7)
+    assert rel["shape_bias"] == std["shape_bias"] == pytest.approx(2 / 3)
+    assert (rel["n"], rel["n_same_class"], rel["n_missing"]) == (7, 2, 1)
+    assert (rel["shape_decisions"], rel["texture_decisions"]) == (3, 1)
+    # The scorings are told apart: swapping them changes both ratios.
+    assert rel["accuracy"] != pytest.approx(std["accuracy"])
+    assert rel["robustness"] != pytest.approx(std["robustness"])
+    # No same-class rows: both scorings agree on accuracy and robustness (2/5, 4/5).
+    rel5 = released_metrics(ROWS[:5])
+    assert (rel5["accuracy"], rel5["robustness"]) == (std["accuracy"], std["robustness"])
+    empty = released_metrics([])
+    assert empty["n"] == 0 and empty["accuracy"] is None and empty["robustness"] is None
+    # Only same-class rows: 1/1 correct and never misled; no shape bias (nothing to decide).
+    only = released_metrics([("cat", "cat", "cat")])
+    assert (only["accuracy"], only["robustness"], only["shape_bias"]) == (1.0, 1.0, None)
+
+
+def test_released_same_class_is_never_misled_whatever_the_file_order():
+    # The released script gives bird3-bird2 the previous file's texture label (dog here), so it
+    # would count this "dog" answer as misled: misled 1/2, "robustness" 1/2. Here a same-class
+    # stimulus is never a texture decision: texture 0 of 2 -> robustness 1.0, accuracy 1/2
+    # (cat1-dog1 answered cat), in either order.
+    rows = [("cat", "dog", "cat"), ("bird", "bird", "dog")]
+    for order in (rows, rows[::-1]):
+        m = released_metrics(order)
+        assert (m["accuracy"], m["robustness"], m["texture_decisions"]) == (0.5, 1.0, 0)
+
+
+def test_released_is_the_pooled_share_not_the_per_class_mean():
+    # Unbalanced: 3 cat-shaped stimuli, 1 dog-shaped.
+    rows = [
+        ("cat", "dog", "cat"),  # shape
+        ("cat", "dog", "cat"),  # shape
+        ("cat", "cat", "cat"),  # same-class, answered with its class: shape (released)
+        ("dog", "cat", "cat"),  # texture
+    ]
+    # Pooled share (implemented): accuracy 3/4, robustness 1 - 1/4 = 3/4.
+    # The released script's per-class mean would give: accuracy mean(cat 3/3, dog 0/1) = 1/2;
+    # misled, counted under the texture class over that class's stimulus count:
+    # mean(cat 1/3, dog 0/1) = 1/6 -> robustness 5/6.
+    # Standard: the cat-cat row left out, n = 3: accuracy 2/3, robustness 2/3.
+    m = released_metrics(rows)
+    assert m["accuracy"] == pytest.approx(3 / 4) and m["robustness"] == pytest.approx(3 / 4)
+    assert m["accuracy"] != pytest.approx(1 / 2) and m["robustness"] != pytest.approx(5 / 6)
+    std = cue_conflict_metrics(rows)
+    assert std["accuracy"] == pytest.approx(2 / 3) and std["robustness"] == pytest.approx(2 / 3)
+    # Balanced (2 per class): the per-class mean and the pooled share agree.
+    balanced = [
+        ("cat", "dog", "cat"),  # shape
+        ("cat", "cat", "dog"),  # same-class, third answer: neither
+        ("dog", "cat", "cat"),  # texture
+        ("dog", "dog", "dog"),  # same-class, answered with its class: shape
+    ]
+    # Per-class: accuracy mean(cat 1/2, dog 1/2) = 1/2; misled mean(cat 1/2, dog 0/2) = 1/4.
+    # Pooled: accuracy 2/4 = 1/2, robustness 1 - 1/4 = 3/4: the same.
+    m = released_metrics(balanced)
+    assert m["accuracy"] == pytest.approx(1 / 2) and m["robustness"] == pytest.approx(3 / 4)
+
+
+def test_scoring_registry():
+    assert SCORINGS.names() == ["standard", "released"]
+    assert scoring("standard").metrics is cue_conflict_metrics
+    assert scoring("released").metrics is released_metrics
+    assert (scoring("standard").key, scoring("released").key) == (
+        "cue_conflict", "cue_conflict_released",
+    )  # fmt: skip
+    with pytest.raises(CueConflictError, match="Did you mean 'released'") as e:
+        scoring("relased")
+    assert isinstance(e.value, ValueError) and "\n" not in str(e.value)
+
+
+def test_score_files_under_both_scorings(tmp_path):
+    stimuli = [Stimulus(tmp_path / f"{s}{i}-{t}{i}.png", f"{s}{i}-{t}{i}.png", s, t)
+               for i, (s, t, _) in enumerate(ROWS)]  # fmt: skip
+    write_responses_csv(tmp_path / "a.csv", stimuli, [r for *_, r in ROWS], subj="a")
+    write_responses_csv(tmp_path / "b.csv", stimuli[:1], ["dog"], subj="b")  # cat1-dog1: texture
+    scores = score_files([tmp_path / "a.csv", tmp_path / "b.csv"])
+    assert scores["files"][str(tmp_path / "a.csv")] == cue_conflict_metrics(ROWS)
+    assert scores["released"]["files"][str(tmp_path / "a.csv")] == released_metrics(ROWS)
+    # Pooled, released: 8 rows; shape 3, texture 1 + 1 -> accuracy 3/8, robustness 1 - 2/8.
+    pooled = scores["released"]["pooled"]
+    assert pooled["accuracy"] == pytest.approx(3 / 8) and pooled["robustness"] == 0.75
+    # Pooled, standard: 6 rows; shape 2, texture 2 -> accuracy 2/6, robustness 4/6.
+    assert scores["pooled"]["accuracy"] == pytest.approx(1 / 3)

@@ -234,3 +234,108 @@ def test_cli_evaluate_errors(sources, tmp_path):
     )
     assert res.exit_code == 1 and "no indices for category 'truck'" in res.output
     assert not (tmp_path / "o" / "metrics").exists()
+
+
+def _always(answer: str):
+    """A 16-class resnet18-mini that answers ``answer`` to every image."""
+    arch, model = _model("resnet18-mini")
+    torch.nn.init.zeros_(model.fc.weight)
+    with torch.no_grad():
+        model.fc.bias.zero_()
+        model.fc.bias[CATS.index(answer)] = 5.0
+    return arch, model
+
+
+def test_evaluate_model_scores_both_ways(sources, tmp_path):
+    _, _, cc = sources
+    arch, model = _always("knife")
+    r = evaluate_model(model, arch, cue_conflict_dir=cc, out_dir=tmp_path, tag="k",
+                       log=lambda s: None)  # fmt: skip
+    # PAIRS, every answer "knife": only knife-knife (same-class) is answered with its shape.
+    # standard: knife-knife left out, n = 4; shape 0, texture 0 -> accuracy 0, robustness 1,
+    #   no shape bias.
+    # released: n = 5; shape 1 (knife-knife), texture 0 -> accuracy 1/5, robustness 1.
+    std, rel = r["cue_conflict"], r["cue_conflict_released"]
+    assert (std["n"], std["accuracy"], std["robustness"], std["shape_bias"]) == (4, 0, 1, None)
+    assert (rel["n"], rel["n_same_class"], rel["shape_decisions"]) == (5, 1, 1)
+    assert (rel["accuracy"], rel["robustness"], rel["shape_bias"]) == (0.2, 1.0, None)
+    # Both scorings read the same responses file.
+    scores = score_files([tmp_path / "responses" / "k.csv"])
+    assert scores["pooled"] == std and scores["released"]["pooled"] == rel
+    none = evaluate_model(model, arch, pooled=sources[1], out_dir=tmp_path, tag="p")
+    assert none["cue_conflict"] is None and none["cue_conflict_released"] is None
+
+
+def test_cli_headline_scoring(sources, tmp_path):
+    _, _, cc = sources
+    _, model = _always("dog")
+    torch.save(model.state_dict(), tmp_path / "dog.pth")
+    run = CliRunner().invoke
+    # Every answer "dog": dog-cat is a shape decision, cat-dog a texture decision.
+    # standard (n = 4): accuracy 1/4, robustness 3/4, shape bias 1/2;
+    # released (n = 5, knife-knife included, answered dog: neither): accuracy 1/5,
+    #   robustness 4/5, shape bias 1/2.
+    args = ["evaluate", "--arch", "resnet18-mini", "--weights", str(tmp_path / "dog.pth"),
+            "--cue-conflict-dir", str(cc), "--out", str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    res = run(main, [*args, "--cue-conflict-scoring", "released"])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    head = lines.index("cue-conflict: released scoring (same-class stimuli included)")
+    assert lines[head + 3] == "| dog | - | - | 0.200 | 0.800 | 0.500 |"
+    assert (
+        "standard scoring (same-class stimuli left out): accuracy 0.250, robustness 0.750, "
+        "shape bias 0.500"
+    ) in lines[head + 4 :]
+    rec = json.loads((tmp_path / "o" / "metrics" / "dog.json").read_text())
+    assert rec["cue_conflict_scoring"] == "released"
+    assert rec["cue_conflict"]["accuracy"] == 0.25 and rec["cue_conflict_released"]["n"] == 5
+    res = run(main, args)  # the default: standard first
+    assert "| dog | - | - | 0.250 | 0.750 | 0.500 |" in res.output
+    first = res.output.index("cue-conflict: standard scoring (same-class stimuli left out)")
+    assert first < res.output.index("released scoring (same-class stimuli included): accuracy")
+    assert (
+        json.loads((tmp_path / "o" / "metrics" / "dog.json").read_text())["cue_conflict_scoring"]
+        == "standard"
+    )
+    res = run(main, [*args, "--cue-conflict-scoring", "relased"])
+    assert res.exit_code == 2 and "Did you mean 'released'?" in res.output
+
+
+def test_cli_score_cue_conflict_released_first(tmp_path):
+    from benchmarks.vision.cue_conflict import CSV_COLUMNS
+
+    header = ",".join(CSV_COLUMNS)
+    (tmp_path / "a.csv").write_text(
+        f"{header}\ns,1,1,1,cat,cat,0,0001_s_s01_0_cat_00_cat1-dog1.png\n"
+        "s,1,2,1,na,dog,0,0002_s_s01_0_dog_00_dog1-cat2.png\n"
+        "s,1,3,1,bird,bird,0,0003_s_s01_0_bird_00_bird1-bird2.png\n"
+    )
+    (tmp_path / "b.csv").write_text(f"{header}\nm,1,1,NaN,dog,cat,0,cat1-dog1.png\n")
+    # a: cat1-dog1 -> cat (shape), dog1-cat2 -> na (missing), bird1-bird2 -> bird (same-class).
+    #   released: n 3; shape 2 (cat, bird-bird) -> accuracy 2/3; texture 0 -> robustness 1;
+    #   shape bias (standard) 1/1. standard: n 2 -> accuracy 1/2, robustness 1, shape bias 1.
+    # b: cat1-dog1 -> dog (texture): 0, 0, 0 under both.
+    # pooled released: n 4, shape 2, texture 1 -> 0.5, 0.75, shape bias 1/2.
+    a, b = str(tmp_path / "a.csv"), str(tmp_path / "b.csv")
+    res = CliRunner().invoke(main, ["score", "cue-conflict", "--responses", a, b, "--json",
+                                    str(tmp_path / "s.json"), "--cue-conflict-scoring",
+                                    "released"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0] == "released scoring (same-class stimuli included):"
+    assert lines[1].startswith("| responses | n | same-class included | missing |")
+    assert lines[3:7] == [
+        f"| {a} | 3 | 1 | 1 | 0.667 | 1.000 | 1.000 |",
+        f"| {b} | 1 | 0 | 0 | 0.000 | 0.000 | 0.000 |",
+        "| pooled (2 files) | 4 | 1 | 1 | 0.500 | 0.750 | 0.500 |",
+        "1 same-class stimuli included (never texture decisions); 1 missing (na) responses "
+        "counted as wrong",
+    ]
+    std = lines.index("standard scoring (same-class stimuli left out):")
+    assert std > 6 and "| pooled (2 files) | 3 | 1 | 1 | 0.333 | 0.667 | 0.500 |" in lines[std:]
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["cue_conflict_scoring"] == "released"
+    assert saved["released"]["pooled"]["accuracy"] == 0.5
+    assert saved["pooled"]["accuracy"] == pytest.approx(1 / 3)  # standard, as before
+    bad = CliRunner().invoke(main, ["score", "cue-conflict", a, "--cue-conflict-scoring", "x"])
+    assert bad.exit_code == 2 and "unknown cue-conflict scoring 'x'" in bad.output

@@ -1,8 +1,32 @@
-from benchmarks.vision.report import paired_md, table1_csv, table1_md, table2_md, write_reports
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.cli import main
+from benchmarks.vision.config import RUN_KEYS, Table1Config
+from benchmarks.vision.cue_conflict import CueConflictError
+from benchmarks.vision.report import (
+    paired_md,
+    released_md,
+    saved_scoring,
+    table1_csv,
+    table1_md,
+    table2_md,
+    write_reports,
+)
+from subind.io import append_jsonl
 
 
-def _rec(strategy, unmasked, seed, original, pooled, shape_bias, model="m", curve=True):
-    return {
+def _rec(strategy, unmasked, seed, original, pooled, shape_bias, model="m", curve=True,
+         released=None):  # fmt: skip
+    """A table1 record; ``released`` = (accuracy, robustness) under the released scoring, None:
+    a record written before the released metrics existed."""
+    extra = {}
+    if released is not None:
+        extra["cue_conflict_released"] = {"accuracy": released[0], "robustness": released[1],
+                                          "shape_bias": shape_bias}  # fmt: skip
+    return extra | {
         "experiment": "table1",
         "key": f"{model}/{strategy}/{unmasked}/s{seed}",
         "model": model,
@@ -87,3 +111,89 @@ def test_csv_and_table2_and_files(tmp_path):
     assert "| dog | 100.0 | 50.0 | - | - |" in per_class
     assert "## m / subtask-induction (inherit), 2 run(s)" in per_class
     assert "| cat | 85.0 +- 7.1 | - | - | - |" in per_class
+
+
+# Standard cue-conflict: accuracy .2, robustness .7 in every record (from _rec).
+# Released (accuracy, robustness): SI .3/.8 and .4/.9; scratch .1/.6 twice.
+BOTH = [
+    _rec("subtask-induction", "inherit", 0, 0.8, 0.6, 0.5, released=(0.3, 0.8)),
+    _rec("subtask-induction", "inherit", 1, 0.9, 0.5, 0.7, released=(0.4, 0.9)),
+    _rec("scratch", "reinit", 0, 0.5, 0.2, 0.2, released=(0.1, 0.6)),
+    _rec("scratch", "reinit", 1, 0.6, 0.3, 0.3, released=(0.1, 0.6)),
+]
+
+
+def _cells(md, first):
+    """The cells of the rows of a markdown table whose first cell is ``first``."""
+    return [[c.strip() for c in x.split("|")[1:-1]] for x in md.splitlines()
+            if x.startswith(f"| {first} |")]  # fmt: skip
+
+
+def test_released_table_and_csv_columns():
+    rows = _cells(released_md(BOTH), "m")
+    # SI: cue-conflict accuracy mean(.3, .4) = 35.0, std .0707 -> 7.1; robustness mean(.8, .9).
+    assert rows[0][2:] == ["inherit", "2", "100", "85.0 +- 7.1", "55.0 +- 7.1", "35.0 +- 7.1",
+                           "85.0 +- 7.1"]  # fmt: skip
+    assert rows[1][-2:] == ["10.0 +- 0.0", "60.0 +- 0.0"]
+    # The main table keeps the standard scoring (20.0 / 70.0).
+    assert _cells(table1_md(BOTH, "T"), "m")[0][7:9] == ["20.0 +- 0.0", "70.0 +- 0.0"]
+    # Older records have no released metrics: "-" (and empty CSV cells).
+    assert _cells(released_md(RECORDS), "m")[0][-2:] == ["-", "-"]
+    header, first = table1_csv(BOTH).splitlines()[:2]
+    assert header.endswith("shape bias,cue-conflict accuracy (released),robustness (released)")
+    assert first.endswith(",0.200000,0.700000,0.500000,0.300000,0.800000")
+    assert table1_csv(RECORDS).splitlines()[1].endswith(",0.500000,,")
+
+
+def test_paired_differences_follow_the_scoring():
+    # Columns: model, unmasked, control, pairs, pooled, shape bias, original, accuracy, robustness.
+    std = _cells(paired_md(BOTH), "m")[0]
+    rel = _cells(paired_md(BOTH, "released"), "m")[0]
+    assert std[2] == rel[2] == "scratch (reinit)"
+    assert std[4:7] == rel[4:7]  # pooled, shape bias, original: the same under both
+    assert std[5] == "+35.0 +- 7.1"  # shape bias: (.5 - .2, .7 - .3)
+    assert std[7:] == ["+0.0 +- 0.0", "+0.0 +- 0.0"]  # standard: .2 - .2, .7 - .7
+    # released accuracy: (.3 - .1, .4 - .1) = (20, 30) -> +25.0 +- 7.1; robustness (.2, .3) too.
+    assert rel[7:] == ["+25.0 +- 7.1", "+25.0 +- 7.1"]
+    assert "under the released scoring" in paired_md(BOTH, "released")
+    assert _cells(paired_md(RECORDS, "released"), "m")[0][7:] == ["-", "-"]  # older records
+    with pytest.raises(CueConflictError, match="Did you mean 'released'"):
+        paired_md(BOTH, "relesed")
+
+
+def test_write_reports_uses_the_runs_scoring(tmp_path):
+    assert Table1Config().cue_conflict_scoring == "standard"
+    assert "cue_conflict_scoring" not in RUN_KEYS  # reports only: no cache key
+    assert saved_scoring(tmp_path) == "standard"  # no config.json
+    (tmp_path / "config.json").write_text(
+        json.dumps({"config": {"cue_conflict_scoring": "released"}})
+    )
+    assert saved_scoring(tmp_path) == "released"
+    write_reports(BOTH, tmp_path, "T", None)
+    md = (tmp_path / "table1.md").read_text()
+    assert md.index("# T") < md.index("released code scored it") < md.index("paired by seed")
+    # pooled: (.6 - .2, .5 - .3) = (40, 20) -> +30.0 +- 14.1
+    assert "| m | inherit | scratch (reinit) | 2 | +30.0 +- 14.1 |" in md
+    assert "under the released scoring" in md and "+25.0 +- 7.1 |" in md
+    write_reports(BOTH, tmp_path, "T", None, scoring="standard")  # explicit: overrides
+    assert "under the standard scoring" in (tmp_path / "table1.md").read_text()
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"cue_conflict_scoring": "x"}}))
+    with pytest.raises(CueConflictError, match="unknown cue-conflict scoring 'x'"):
+        write_reports(BOTH, tmp_path, "T", None)
+
+
+def test_report_command_on_older_results(tmp_path):
+    # A table1 folder written before the released metrics and the setting existed.
+    (tmp_path / "config.json").write_text(
+        json.dumps({"experiment": "table1", "preset": "mini", "config": {"world": "mini"}})
+    )
+    for r in RECORDS:
+        append_jsonl(tmp_path / "results.jsonl", r)
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "table1.md").read_text()
+    assert "under the standard scoring" in md
+    released = md[md.index("released code scored it") : md.index("paired by seed")]
+    assert "| m | subtask-induction | inherit | 2 | 100 | 85.0 +- 7.1 | 55.0 +- 7.1 | - | - |" in (
+        released
+    )
