@@ -92,8 +92,10 @@ class Experiment:
         """The config of preset ``name`` (KeyError with a suggestion when unknown)."""
         return self.presets.get(name)
 
-    def resolve(self, preset: str, overrides: dict[str, Any], sets: tuple[str, ...]) -> Any:
-        """The preset with the options given (None: not given) and ``--set FIELD=VALUE``s."""
+    def resolve(self, preset: str | None, overrides: dict[str, Any], sets: tuple[str, ...]) -> Any:
+        """The preset (None: the default one) with the options given (None: not given) and
+        ``--set FIELD=VALUE``s."""
+        preset = preset or self.default_preset
         if preset not in self.presets:
             raise ConfigError(self.presets.unknown_message(preset))
         fields = {f.name: f for f in dataclasses.fields(self.config_class)}
@@ -124,6 +126,10 @@ class Experiment:
     def report(self, out: Path, records: list[dict[str, Any]]) -> str:
         """Rewrite the reports of a finished output folder; return what to print."""
         raise NotImplementedError
+
+    def plan(self, cfg: Any, out: Path, preset: str) -> str:
+        """What a run would do, and whether its inputs are there, without training (--plan)."""
+        raise ConfigError(f"--plan is not available for {self.name} yet")
 
 
 def check_names(given: tuple[str, ...], registry: Registry) -> None:

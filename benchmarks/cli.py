@@ -89,13 +89,14 @@ def _run_command(exp: Experiment) -> click.Command:
     params += [
         click.Option(["--set", "sets"], multiple=True, metavar="FIELD=VALUE",
                      help=f"any field of the config (`subind-bench ls {exp.name}` lists them)"),
+        click.Option(["--plan"], is_flag=True, default=False,
+                     help="check the inputs and print what the run would do; train nothing"),
         click.Option(["--progress/--no-progress"], default=True),
     ]  # fmt: skip
     by_name = {o.flag.split("/")[0].lstrip("-").replace("-", "_"): o for o in exp.options}
 
-    def callback(preset: str | None, out: Path | None, sets: tuple[str, ...], progress: bool,
-                 **given: Any) -> None:  # fmt: skip
-        preset = preset or exp.default_preset
+    def callback(preset: str | None, out: Path | None, sets: tuple[str, ...], plan: bool,
+                 progress: bool, **given: Any) -> None:  # fmt: skip
         overrides = {
             by_name[k].field: (v if by_name[k].parse is None else by_name[k].parse(v))
             for k, v in given.items()
@@ -106,9 +107,13 @@ def _run_command(exp: Experiment) -> click.Command:
             exp.check(cfg)
         except ConfigError as e:
             raise click.UsageError(str(e)) from None
+        preset = preset or exp.default_preset
         out = out or Path("runs") / f"{exp.name}-{preset}"
         start = time.perf_counter()
         try:
+            if plan:
+                click.echo(exp.plan(cfg, out, preset))
+                return
             outcome = exp.run(cfg, out, preset, progress)
         except exp.errors as e:
             click.echo(f"error: {e}", err=True)
@@ -159,7 +164,11 @@ def report_cmd(out: Path) -> None:
         exp = experiment_of(out)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    click.echo(exp.report(out, records))
+    try:
+        click.echo(exp.report(out, records))
+    except exp.errors as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

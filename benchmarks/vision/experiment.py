@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import COMMON_OPTIONS, ConfigError, Experiment, Option, Outcome, names
-from benchmarks.vision.config import PRESETS, Table1Config
+from benchmarks.vision.config import CHOICES, PRESETS, REAL_DATA_FIELDS, Table1Config
 
 
 def _title(cfg: Table1Config, preset: str | None) -> str:
@@ -22,16 +22,52 @@ def _title(cfg: Table1Config, preset: str | None) -> str:
 
 @dataclass(frozen=True)
 class VisionExperiment(Experiment):
+    def resolve(
+        self, preset: str | None, overrides: dict[str, Any], sets: tuple[str, ...]
+    ) -> Table1Config:
+        """As Experiment.resolve; real-data options (ImageNet, pooled builds, stimuli, weights)
+        need the paper preset: the synthetic presets would ignore them."""
+        given = [k for k in REAL_DATA_FIELDS if overrides.get(k) is not None]
+        given += [s.partition("=")[0] for s in sets if s.partition("=")[0] in REAL_DATA_FIELDS]
+        flags = ", ".join("--" + k.replace("_", "-") for k in dict.fromkeys(given))
+        if given and preset is None:
+            raise ConfigError(
+                f"{flags} given without --preset: the default preset ({self.default_preset}) "
+                "runs on its own synthetic world and would ignore them; pass --preset paper"
+            )
+        cfg = super().resolve(preset, overrides, sets)
+        if given and cfg.world is not None:
+            raise ConfigError(
+                f"the {preset} preset generates its own synthetic world and would ignore "
+                f"{flags}; pass --preset paper for your own data"
+            )
+        return cfg
+
     def check(self, cfg: Table1Config) -> None:
         from benchmarks.base import check_names
+        from benchmarks.vision.cue_conflict import SCORINGS
         from benchmarks.vision.models import ARCHS
         from benchmarks.vision.strategies import STRATEGIES
 
         super().check(cfg)
         check_names(cfg.strategies, STRATEGIES)
         check_names(cfg.models, ARCHS)
-        if cfg.distributed not in ("ddp", "slice"):
-            raise ConfigError(f"distributed takes ddp or slice, got {cfg.distributed!r}")
+        check_names((cfg.cue_conflict_scoring,), SCORINGS)
+        for name, choices in CHOICES.items():
+            if getattr(cfg, name) not in choices:
+                raise ConfigError(f"{name} takes {' or '.join(choices)}, got "
+                                  f"{getattr(cfg, name)!r} (--set {name}=...)")  # fmt: skip
+        if cfg.transfer_penalty is not None and cfg.transfer_penalty not in cfg.penalties:
+            raise ConfigError(
+                f"transfer_penalty {cfg.transfer_penalty:g} is not one of the penalties "
+                f"({', '.join(f'{p:g}' for p in cfg.penalties)}); add it, or set "
+                "transfer_penalty=none to transfer the most accurate subnetwork"
+            )
+
+    def plan(self, cfg: Table1Config, out: Path, preset: str) -> str:
+        from benchmarks.vision.plan import plan_text
+
+        return plan_text(cfg, out, preset)
 
     def run(self, cfg: Table1Config, out: Path, preset: str, progress: bool) -> Outcome | None:
         from benchmarks.vision.report import table1_md, table2_md, table2_rows, write_reports
@@ -42,7 +78,7 @@ class VisionExperiment(Experiment):
         if dist_env()[0] != 0:
             return None  # under torchrun, rank 0 writes the reports
         table2 = table2_rows(stages)
-        write_reports(records, out, _title(cfg, preset), table2)
+        write_reports(records, out, _title(cfg, preset), table2, cfg.cue_conflict_scoring)
         return Outcome(table1_md(records, _title(cfg, preset)) + "\n" + table2_md(table2),
                        len(records))  # fmt: skip
 

@@ -67,6 +67,31 @@ def world_config(cfg: Table1Config) -> Any:
     return worlds[cfg.world]
 
 
+def index_config(cfg: Table1Config) -> IndexConfig:
+    """meanpool's index settings of the run's image sets."""
+    return IndexConfig(cfg.discovery_per_class, cfg.evaluation_per_class, cfg.index_seed)
+
+
+def index_of(cfg: Table1Config) -> dict[str, list[Item]]:
+    """The image sets of the user's ImageNet tree ({"train", "discovery", "evaluation", "val"})."""
+    return build_index(Path(cfg.imagenet_dir), index_config(cfg), cfg.val_labels)
+
+
+def load_pretrained_weights(cfg: Table1Config, model: str) -> str:
+    """Read the weights given for ``model`` and load them into the architecture (strictly);
+    return a one-line description. Raises WeightsError (a ValueError) when they do not fit."""
+    from benchmarks.vision.models import head_outputs, load_weights, read_weights
+
+    arch = ARCHS.get(model)
+    path = _need(cfg.weights(model), WEIGHTS_OPTION[arch.family], f"{model}'s weights")
+    sd = read_weights(path)
+    classes = head_outputs(sd, arch)
+    net = arch.build(classes)
+    load_weights(net, sd, name=f"{path} (for {model})")
+    params = sum(p.numel() for p in net.parameters())
+    return f"{path}: {classes}-class head, {params:,} parameters"
+
+
 def _user_inputs(cfg: Table1Config) -> Inputs:
     imagenet = Path(_need(cfg.imagenet_dir, "--imagenet-dir", "an ImageNet root"))
     pooled = _need(cfg.pooled, "--pooled", "a meanpool output folder or hf:// dataset")
@@ -82,7 +107,7 @@ def _user_inputs(cfg: Table1Config) -> Inputs:
         mapping=load_decision_mapping(cfg.decision_mapping),
         num_pretrain_classes=1000,
         weights=weights,
-        index=IndexConfig(cfg.discovery_per_class, cfg.evaluation_per_class, cfg.index_seed),
+        index=index_config(cfg),
         val_labels=cfg.val_labels,
     )
 

@@ -41,6 +41,7 @@ from benchmarks.vision.inputs import (
     training_set,
 )
 from benchmarks.vision.models import VisionArch
+from benchmarks.vision.plan import require_inputs
 from benchmarks.vision.stages import (
     NUM_CLASSES,
     adapted_model,
@@ -335,6 +336,9 @@ def run_table1(
     check(cfg)
     rank, world = init_distributed(timeout=datetime.timedelta(seconds=cfg.dist_timeout_s))
     sync = Sync.start(out, rank, world)
+    if rank == 0:  # every input, before the first training step
+        require_inputs(cfg, out)
+    sync.wait("inputs checked")
     inputs = resolve_inputs(cfg, out, sync, progress)
     if rank == 0:
         write_config(out, EXPERIMENT, preset, cfg)
