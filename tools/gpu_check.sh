@@ -3,14 +3,27 @@
 #
 #     tools/gpu_check.sh OUTDIR
 #
-# It finishes within 8 minutes on one H100 and prints one table (also OUTDIR/table.md):
-#   - benchmarks.speed.pooling: meanpool with vit_h, random weights at realistic load, fast vs
-#     reference (same partitions?), fp32 and bf16
-#   - benchmarks.speed.sweep: fig3 transfer runs batched vs one at a time, 2 and 12 layers
-#   - benchmarks.speed.mask_step: discovery's mask step vs a plain step, 2 and 12 layers
+# It finishes within 10 minutes on one H200 (budget below: BUDGET_S = 600 s, the time limits of
+# every timed command plus their kill grace plus the script's own start-up; a Python must be
+# ready: $GPU_CHECK_PYTHON or .venv; a `make setup` it has to run first is not counted) and
+# prints one table (also OUTDIR/table.md), a row or more per step:
+#   - meanpool_float32 / meanpool_bfloat16 (benchmarks.speed.pooling): meanpool with vit_h,
+#     random weights at realistic load, fast vs reference (same partitions?)
+#   - sweep (benchmarks.speed.sweep): fig3 transfer runs batched vs one at a time, 2 and 12 layers
+#   - mask_step (benchmarks.speed.mask_step): discovery's mask step vs a plain step, 2 and 12 layers
+#   - vision_step (benchmarks.speed.vision_step): the vision training step of resnet18 and
+#     vit_b_16 at the paper's batches (128, 512; ResNet also at the released code's 512), fp32
+#     and bf16 autocast: images/s, and Table 1's projected wall time on 1 and 8 GPUs
+#   - table1_tiny: `subind-bench run table1 --preset tiny --device cuda --set amp=bf16`, end to
+#     end (synthetic world, pretraining, Linear FT, discovery, every strategy, evaluation)
+#   - fig3_tiny: `subind-bench run fig3 --preset tiny --device cuda`, batched trainer
+#     (--batch-runs 0; fig3 has no bf16 option)
+# The two runs' results.jsonl are checked by the table for NaN and missing metrics.
 # Every step has its own time limit, so a failing or hanging step costs at most its limit and
-# shows as "failed: <reason>" in the table; each step's JSON, log and exit status stay in
-# OUTDIR. Add a step here (and to tools/gpu_check_table.py) when a benchmark is added.
+# shows as "failed: <reason>" in the table; each step's output (NAME.json or the NAME/ folder),
+# log and exit status stay in OUTDIR (a step's old output is removed before it runs). Add a step
+# here, with its limit in LIMIT (keeping the sum within BUDGET_S; tests/tools/test_gpu_check.py
+# checks it) and to tools/gpu_check_table.py.
 set -u -o pipefail
 
 if [ $# -ne 1 ]; then
@@ -21,7 +34,26 @@ mkdir -p "$1" || { echo "error: cannot create $1" >&2; exit 2; }
 OUT=$(cd "$1" && pwd)
 cd "$(dirname "$0")/.." || exit 2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-START=$(date +%s)
+
+# Time limits (s) of every timed command. Worst case: sum(LIMIT) + KILL_AFTER_S per command +
+# STARTUP_S = BUDGET_S (545 + 9 x 5 + 10 = 600 s = 10 minutes). No GPU timings had been
+# measured when these were set: each is the step's estimated run time on an H200 with a margin
+# (a model build, CUDA start-up and the timed work; the meanpool steps, the heaviest, time 3
+# images each, not 4, to fit).
+BUDGET_S=600
+KILL_AFTER_S=5 # timeout's grace between TERM and KILL, per timed command
+STARTUP_S=10   # bash, mkdir, removing old outputs: everything outside the timed commands
+declare -A LIMIT=(
+    [env]=30
+    [meanpool_float32]=100
+    [meanpool_bfloat16]=95
+    [sweep]=75
+    [mask_step]=35
+    [vision_step]=105
+    [table1_tiny]=55
+    [fig3_tiny]=35
+    [table]=15
+)
 
 # Python: $GPU_CHECK_PYTHON, else the project's .venv, else `make setup` (needs the package
 # index), else python3 as it is.
@@ -36,8 +68,10 @@ else
     echo "warning: no .venv and \`make setup\` failed (see $OUT/setup.log); using $(command -v python3)" >&2
 fi
 
+START=$(date +%s) # the budget starts once a Python is ready
+
 # Environment: torch / CUDA versions and the GPU, printed and kept for the table.
-timeout 120 "$PY" - "$OUT/env.json" <<'EOF'
+timeout --kill-after="$KILL_AFTER_S" "${LIMIT[env]}" "$PY" - "$OUT/env.json" <<'EOF'
 import json, subprocess, sys
 import torch
 env = {
@@ -58,28 +92,38 @@ if not env["cuda_available"]:
     print("warning: torch sees no CUDA device; the steps below will fail", file=sys.stderr)
 EOF
 
-# step NAME LIMIT_S COMMAND...: run with its own time limit; log, exit status and JSON in OUT.
+# step NAME COMMAND...: run with the time limit LIMIT[NAME], after removing NAME's old output
+# (NAME.json, NAME/), so a failed step never shows an earlier run's results; log, exit status
+# and output in OUT.
 step() {
-    local name=$1 limit=$2
-    shift 2
+    local name=$1
+    shift
+    local limit=${LIMIT[$name]:?no time limit for step $name in LIMIT}
     local t0
     t0=$(date +%s)
+    rm -rf "${OUT:?}/$name.json" "${OUT:?}/$name"
     echo "== $name (limit ${limit}s): $*"
-    timeout --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+    timeout --kill-after="$KILL_AFTER_S" "$limit" "$@" >"$OUT/$name.log" 2>&1
     local rc=$?
     echo "$rc" >"$OUT/$name.rc"
     echo "   exit $rc after $(($(date +%s) - t0))s; log: $OUT/$name.log"
 }
 
-# Limits sum to 450 s (+ start-up) so that the whole check stays within 8 minutes.
 for dtype in float32 bfloat16; do
-    step "meanpool_$dtype" 140 "$PY" -m benchmarks.speed.pooling --device cuda --model-type vit_h \
-        --random-weights --load realistic --dtype "$dtype" --n-images 4 --warmup 1 \
+    step "meanpool_$dtype" "$PY" -m benchmarks.speed.pooling --device cuda --model-type vit_h \
+        --random-weights --load realistic --dtype "$dtype" --n-images 3 --warmup 1 \
         --json "$OUT/meanpool_$dtype.json"
 done
-step sweep 120 "$PY" -m benchmarks.speed.sweep --device cuda --layers 2,12 --json "$OUT/sweep.json"
-step mask_step 50 "$PY" -m benchmarks.speed.mask_step --device cuda --layers 2,12 \
+step sweep "$PY" -m benchmarks.speed.sweep --device cuda --layers 2,12 --json "$OUT/sweep.json"
+step mask_step "$PY" -m benchmarks.speed.mask_step --device cuda --layers 2,12 \
     --json "$OUT/mask_step.json"
+step vision_step "$PY" -m benchmarks.speed.vision_step --device cuda --archs resnet18,vit_b_16 \
+    --dtypes fp32,bf16 --preset paper --project --project-set batch_size_resnet=512 \
+    --steps 10 --warmup 3 --json "$OUT/vision_step.json"
+step table1_tiny "$PY" -m benchmarks.cli run table1 --preset tiny --device cuda --set amp=bf16 \
+    --out "$OUT/table1_tiny" --no-progress
+step fig3_tiny "$PY" -m benchmarks.cli run fig3 --preset tiny --device cuda --batch-runs 0 \
+    --out "$OUT/fig3_tiny" --no-progress
 
-echo "== total $(($(date +%s) - START))s"
-"$PY" tools/gpu_check_table.py "$OUT"
+echo "== total $(($(date +%s) - START))s (budget ${BUDGET_S}s: the limits, ${KILL_AFTER_S}s grace each, ${STARTUP_S}s start-up)"
+timeout --kill-after="$KILL_AFTER_S" "${LIMIT[table]}" "$PY" tools/gpu_check_table.py "$OUT"

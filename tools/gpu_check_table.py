@@ -1,21 +1,27 @@
-"""The one table of tools/gpu_check.sh, from the JSON files its steps wrote into OUTDIR.
+"""The one table of tools/gpu_check.sh, from what its steps wrote into OUTDIR.
 
     python tools/gpu_check_table.py OUTDIR    # prints the table, writes OUTDIR/table.md
 
-Each step STEP leaves OUTDIR/STEP.json (its benchmark's --json), OUTDIR/STEP.log and
-OUTDIR/STEP.rc (exit status); a step without a readable JSON file gets a row
-"failed: <reason>" (timed out, exit status and the log's last line, or unreadable JSON) and
-the others are still reported. The benchmarks are written independently, so fields are
-looked up by name fragments (e.g. a number whose key contains "speedup") rather than by
-fixed paths; a JSON file with none of the expected fields is shown as its numeric fields.
+Each step STEP leaves OUTDIR/STEP.log and OUTDIR/STEP.rc (exit status) and its output: the
+benchmarks OUTDIR/STEP.json (their --json), the end-to-end runs a folder OUTDIR/STEP/ whose
+results.jsonl is checked here (every record has its metrics, every number is finite, as many
+records as the run reported). A step that failed or timed out gets a row "failed: <reason>"
+(timed out, exit status and the log's last line, unreadable output, NaN or missing metrics),
+followed by whatever it did write, and the other steps are still reported. The older
+benchmarks were written independently, so their fields are looked up by name fragments (e.g. a
+number whose key contains "speedup") rather than by fixed paths; a JSON file with none of the
+expected fields is shown as its numeric fields. Standard library only: the table comes out
+even when torch does not import.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 # (step, title): the steps of gpu_check.sh, in the order of the table.
 STEPS = (
@@ -23,6 +29,9 @@ STEPS = (
     ("meanpool_bfloat16", "meanpool vit_h bf16, realistic load: fast vs reference"),
     ("sweep", "fig3 transfer runs: batched vs one at a time"),
     ("mask_step", "discovery mask step vs plain step (target <= 1.3x)"),
+    ("vision_step", "vision training step (s/step, images/s); Table 1 projected"),
+    ("table1_tiny", "subind-bench run table1 --preset tiny, cuda, amp bf16"),
+    ("fig3_tiny", "subind-bench run fig3 --preset tiny, cuda, batched trainer"),
 )
 
 
@@ -65,19 +74,29 @@ def _numeric(flat: dict[str, Any], limit: int = 8) -> str:
     return "unrecognised fields: " + (", ".join(items[:limit]) or "none")
 
 
-def _failure(out: Path, step: str) -> str:
-    """Why ``step`` left no usable JSON: timeout, exit status, the log's last line."""
-    rc_path, log_path = out / f"{step}.rc", out / f"{step}.log"
-    if not rc_path.exists():
-        return "failed: not run"
-    rc = rc_path.read_text().strip()
+def _last_line(out: Path, step: str) -> str:
+    log_path = out / f"{step}.log"
     lines = log_path.read_text(errors="replace").strip().splitlines() if log_path.exists() else []
-    last = lines[-1].strip()[:160] if lines else "no output"
-    if rc in ("124", "137"):
-        return f"failed: timed out (exit {rc}); last line: {last}"
+    return lines[-1].strip()[:160] if lines else "no output"
+
+
+def _exit_failure(out: Path, step: str) -> str | None:
+    """Why ``step`` failed by its exit status (timeout, exit N and the log's last line); None
+    when it exited 0 or left no exit status."""
+    rc_path = out / f"{step}.rc"
+    rc = rc_path.read_text().strip() if rc_path.exists() else "0"
     if rc == "0":
-        return f"failed: exit 0 but no JSON written; last line: {last}"
-    return f"failed: exit {rc}: {last}"
+        return None
+    if rc in ("124", "137"):
+        return f"failed: timed out (exit {rc}); last line: {_last_line(out, step)}"
+    return f"failed: exit {rc}: {_last_line(out, step)}"
+
+
+def _no_output(out: Path, step: str, what: str) -> str:
+    """The row of a step that left neither a failing exit status nor its output."""
+    if not (out / f"{step}.rc").exists():
+        return "failed: not run"
+    return f"failed: exit 0 but no {what} written; last line: {_last_line(out, step)}"
 
 
 def meanpool_rows(data: dict[str, Any]) -> list[str]:
@@ -158,12 +177,205 @@ def mask_step_rows(data: dict[str, Any]) -> list[str]:
     return rows or [_numeric(_flat(data))]
 
 
+def _ms(r: dict[str, Any]) -> str:
+    """'bf16 24.6 ms/step, 5200 img/s' for one measured setting (or its error)."""
+    if "error" in r:
+        return f"{r.get('dtype', '?')} {r['error']}"
+    s = r.get("s_per_step")
+    ms = _num(1000 * s if _is_num(s) else None, ".1f", " ms/step")
+    return f"{r.get('dtype', '?')} {ms}, {_num(r.get('images_per_s'), '.0f', ' img/s')}"
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _projection_row(p: dict[str, Any]) -> str:
+    head = f"Table 1 projected ({p.get('variant', '?')}, {p.get('dtype', '?')})"
+    if "error" in p:
+        return f"{head}: not projected: {p['error']}"
+    models = p.get("models") or {}
+    per_model = ", ".join(
+        f"{m} {_num(w.get('train_hours', 0) + w.get('discovery_hours', 0), '.2f', ' h')}"
+        for m, w in models.items()
+    )
+    discovery = sum(w.get("discovery_hours", 0) for w in models.values())
+    return (
+        f"{head}: 1 GPU {_num(p.get('hours_1gpu'), '.2f', ' h')} ({per_model}; discovery "
+        f"{_num(discovery, '.2f', ' h')} of it); {p.get('gpus', '?')} GPUs: DDP "
+        f"{_num(p.get('hours_ddp'), '.2f', ' h')}, runs dealt "
+        f"{_num(p.get('hours_runs_dealt'), '.2f', ' h')}"
+    )
+
+
+def vision_step_rows(data: dict[str, Any]) -> list[str]:
+    """A row per (arch, batch) with every dtype's time, a row per projection, the assumptions."""
+    by_setting: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in data.get("results", []):
+        by_setting.setdefault((r["arch"], r["batch"]), []).append(r)
+    rows = [
+        f"{arch} batch {batch} ({', '.join(rs[0].get('roles', []))}): "
+        + "; ".join(_ms(r) for r in rs)
+        for (arch, batch), rs in by_setting.items()
+    ]
+    rows += [_projection_row(p) for p in data.get("projections", [])]
+    if data.get("projections"):
+        assumed = " (assumed)" if data.get("mask_step_factor_assumed") else ""
+        rows.append(
+            f"mask step = {_num(data.get('mask_step_factor'), '.2f', 'x')} a plain step{assumed}; "
+            f"left out: {data.get('left_out', '?')}"
+        )
+    return rows or [_numeric(_flat(data))]
+
+
 PARSERS = {
     "meanpool_float32": meanpool_rows,
     "meanpool_bfloat16": meanpool_rows,
     "sweep": sweep_rows,
     "mask_step": mask_step_rows,
+    "vision_step": vision_step_rows,
 }
+
+
+class RunCheck(NamedTuple):
+    """What every record of an end-to-end run must hold (a NamedTuple, not a dataclass: the
+    tests load this script without registering it in sys.modules)."""
+
+    required: tuple[str, ...]  # flattened keys that must be present and not null
+    optional: tuple[str, ...] = ()  # may be null (defined as such), finite when present
+    expect: tuple[tuple[str, Any], ...] = ()  # (key, value) every record must have
+
+
+RUN_CHECKS = {
+    # shape_bias is None by definition when a model made no shape or texture decision.
+    "table1_tiny": RunCheck(
+        (
+            "original_accuracy",
+            "pooled_accuracy",
+            "cue_conflict.accuracy",
+            "cue_conflict.robustness",
+        ),
+        optional=("cue_conflict.shape_bias",),
+    ),
+    "fig3_tiny": RunCheck(("val_accuracy", "test_accuracy"), expect=(("trainer", "batched"),)),
+}
+_RUNS_LINE = re.compile(r"^(\d+) runs; wall time (\d+) s")
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The records of a results.jsonl (NaN / Infinity parse as floats); ValueError naming the
+    line that is not a JSON object."""
+    records = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rec = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"line {i}: {e}") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"line {i}: not a JSON object")
+            records.append(rec)
+    return records
+
+
+def record_problems(rec: dict[str, Any], check: RunCheck) -> list[str]:
+    """What is wrong with one record: missing / null required metrics, non-finite numbers
+    anywhere (curves, per-class figures included), unexpected values."""
+    flat = _flat({k: v for k, v in rec.items() if k != "provenance"})
+    problems = [f"{k} missing" for k in check.required if flat.get(k) is None]
+    problems += [
+        f"{k}={v}" for k, v in flat.items() if isinstance(v, float) and not math.isfinite(v)
+    ]
+    problems += [
+        f"{k}={flat.get(k)!r}, expected {v!r}" for k, v in check.expect if flat.get(k) != v
+    ]
+    return problems
+
+
+def _reported_runs(out: Path, step: str) -> tuple[int | None, int | None]:
+    """(runs, wall seconds) from the run's last summary line in its log, or Nones."""
+    log_path = out / f"{step}.log"
+    found = (None, None)
+    if log_path.exists():
+        for line in log_path.read_text(errors="replace").splitlines():
+            m = _RUNS_LINE.match(line.strip())
+            if m:
+                found = (int(m.group(1)), int(m.group(2)))
+    return found
+
+
+def _range(records: list[dict[str, Any]], key: str) -> str:
+    values = [v for r in records if _is_num(v := _flat(r).get(key))]
+    return f"{key} {min(values):.3f}-{max(values):.3f}" if values else f"{key} -"
+
+
+def _run_failures(
+    records: list[dict[str, Any]], reported: int | None, bad: list[tuple[str, list[str]]]
+) -> list[str]:
+    """The "failed: ..." rows of a run's records: none, fewer or more than the run reported,
+    records with NaN or missing metrics (the first three shown)."""
+    rows = []
+    if not records:
+        rows.append("failed: results.jsonl has no records")
+    if reported is not None and reported != len(records):
+        rows.append(
+            f"failed: results.jsonl has {len(records)} records, the run reported {reported}"
+        )
+    if bad:
+        shown = "; ".join(f"{key}: {', '.join(p[:3])}" for key, p in bad[:3])
+        rows.append(
+            f"failed: {len(bad)} of {len(records)} records have NaN or missing metrics: {shown}"
+        )
+    return rows
+
+
+def run_rows(out: Path, step: str) -> list[str]:
+    """The rows of an end-to-end run step from OUTDIR/STEP/results.jsonl (and config.json):
+    a "failed: ..." row per problem, then the record count with the run's settings and the
+    metrics' ranges. FileNotFoundError when there is no results.jsonl."""
+    check = RUN_CHECKS[step]
+    records = _records(out / step / "results.jsonl")
+    reported, wall = _reported_runs(out, step)
+    bad = [(r.get("key", f"record {i}"), p) for i, r in enumerate(records, 1)
+           if (p := record_problems(r, check))]  # fmt: skip
+    summary = f"{len(records)} records"
+    summary += f" (the run reported {reported})" if reported is not None else ""
+    summary += "" if bad else ", every metric present and finite"
+    summary += "".join(f"; {k} {v}" for k, v in _run_config(out / step / "config.json").items())
+    summary += f"; wall time {wall} s" if wall is not None else ""
+    for key in check.optional:
+        undefined = sum(_flat(r).get(key) is None for r in records)
+        summary += f"; {key} undefined in {undefined}" if undefined else ""
+    ranges = "; ".join(_range(records, k) for k in check.required + check.optional)
+    return _run_failures(records, reported, bad) + [summary, ranges]
+
+
+def _run_config(path: Path) -> dict[str, Any]:
+    """The settings worth a glance from a run's config.json (device, amp, batch_runs)."""
+    try:
+        cfg = json.loads(path.read_text()).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: cfg[k] for k in ("device", "amp", "batch_runs") if k in cfg}
+
+
+def _output_name(step: str) -> str:
+    return f"{step}/results.jsonl" if step in RUN_CHECKS else f"{step}.json"
+
+
+def step_rows(out: Path, step: str) -> list[str]:
+    """The rows of one step: its failure first (if any), then whatever it wrote."""
+    failure = _exit_failure(out, step)
+    try:
+        if step in RUN_CHECKS:
+            rows = run_rows(out, step)
+        else:
+            rows = PARSERS[step](json.loads((out / f"{step}.json").read_text()))
+    except FileNotFoundError:
+        return [failure or _no_output(out, step, _output_name(step))]
+    except (OSError, ValueError, AttributeError, TypeError, KeyError) as e:
+        rows = [f"failed: unreadable {_output_name(step)}: {type(e).__name__}: {e}"]
+    return ([failure] if failure else []) + rows
 
 
 def table(out: Path) -> str:
@@ -180,15 +392,8 @@ def table(out: Path) -> str:
         lines.append(f"environment: failed: {type(e).__name__}: {e}")
     lines += ["", "| step | result |", "|---|---|"]
     for step, title in STEPS:
-        path = out / f"{step}.json"
-        try:
-            results = PARSERS[step](json.loads(path.read_text()))
-        except FileNotFoundError:
-            results = [_failure(out, step)]
-        except (OSError, ValueError, AttributeError, TypeError) as e:
-            results = [f"failed: unreadable {path.name}: {type(e).__name__}: {e}"]
-        for i, text in enumerate(results):
-            lines.append(f"| {title if i == 0 else ''} | {text} |")
+        for i, text in enumerate(step_rows(out, step)):
+            lines.append(f"| {title if i == 0 else ''} | {text.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 

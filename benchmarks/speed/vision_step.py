@@ -1,63 +1,431 @@
-"""Time one training step (forward, backward, SGD step) of each vision architecture on random
-weights and a synthetic batch; prints a Markdown table of seconds per step and images/s.
+"""The vision training step (forward, backward, SGD step as ``subind.train.fit`` runs it) of each
+architecture on random weights and a synthetic batch, fp32 and bf16 autocast: seconds per step
+and images/s, as a Markdown table (and JSON with ``--json``), plus the projected wall time of
+Table 1's training and discovery (``--project``).
 
-    python -m benchmarks.speed.vision_step --archs resnet18-mini,vit_b_16-mini --batch 64 --threads 1
-    python -m benchmarks.speed.vision_step --archs resnet18,vit_b_16 --batch 128 --device cuda --bf16
+    python -m benchmarks.speed.vision_step --device cpu --archs resnet18-mini,vit_b_16-mini \\
+        --batch 16 --dtypes fp32
+    python -m benchmarks.speed.vision_step --device cuda --archs resnet18,vit_b_16 \\
+        --dtypes fp32,bf16 --project --project-set batch_size_resnet=512 --json vision_step.json
+
+``--batch preset`` (the default) times each architecture at its family's batch in ``--preset``
+(paper: 128 ResNet, 512 ViT). ``--project`` also times the batches the projection needs (each
+model's batch / ``--gpus``, the discovery batch) and projects the preset's runs
+(:func:`project_table1`) per dtype; each ``--project-set FIELD=N`` adds a projection of the
+preset with one field changed (the released code trained ResNet18 at batch 512:
+``batch_size_resnet=512``). On ``--gpus`` GPUs it projects both ways the harness splits the
+work: DDP (every run on all GPUs, each at batch / gpus, that step timed here on one GPU) and
+runs dealt to GPUs (``distributed=slice``, each run at its full batch); discovery runs on rank 0
+alone either way. The JSON file is rewritten after every setting, so a run cut short
+still leaves what it measured. The projection reads the preset's ImageNet subset sizes
+(``discovery_per_class``): a preset with a synthetic world (mini, tiny) has its own, smaller ones.
+
+The projection counts GPU step time only: it leaves out data loading (JPEG decoding and
+augmentation, which may well be the bottleneck at these speeds), the evaluations (every
+``eval_every`` steps and the final original / pooled / cue-conflict pass), Linear FT (one
+feature pass and 5,000 head steps), DDP's gradient all-reduce, checkpoints and start-up.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import statistics
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
+import click
 import torch
 from torch import nn
 
-from benchmarks.vision.models import ARCHS, replace_head
+from benchmarks.vision.config import PRESETS, Table1Config
+from benchmarks.vision.models import ARCHS
+
+NUM_CLASSES = 16  # the 16-class head of every Table 1 model
+DTYPES = ("fp32", "bf16")
+# Why a discovery (mask) step is assumed to cost 1.3 plain steps at the same batch: its backward
+# needs every masked tensor's gradient (the scores' gradient is the weight gradient times the
+# mask's slope), so it is a plain step's backward plus parameter-sized elementwise work (the
+# sigmoid of the scores, their product with the weights, the penalty and its gradient; cached
+# once per step by MaskSet.cached()) and Adam over the scores instead of SGD over the weights.
+# 1.3 is the bound the project's mask_step benchmark holds that step to (on GPT-2; the same GPU
+# check measures it); at discovery's small batch the parameter-sized share is larger than at
+# the training batch, so the bound is used rather than a lower guess.
+MASK_STEP_FACTOR = 1.3
+LEFT_OUT = (
+    "data loading, evaluation (every eval_every steps and the final pass), Linear FT, "
+    "DDP all-reduce, checkpoints, start-up"
+)
 
 
-def step_time(name: str, batch: int, device: str, bf16: bool, steps: int, warmup: int = 3) -> float:
-    """Median seconds of one SGD step of ``name`` (16-way head) on a (batch, 3, S, S) input."""
-    arch = ARCHS.get(name)
-    torch.manual_seed(0)
-    model = replace_head(arch.build(16), arch, 16).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(batch, 3, arch.image_size, arch.image_size, device=device)
-    y = torch.randint(0, 16, (batch,), device=device)
+@dataclass(frozen=True)
+class ProjectionAssumptions:
+    mask_step_factor: float = MASK_STEP_FACTOR  # discovery step / plain step at the same batch
+    gpus: int = 8  # the multi-GPU projection's world size
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_times(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    image_size: int,
+    batch: int,
+    bf16: bool,
+    steps: int,
+    warmup: int = 3,
+) -> list[float]:
+    """Seconds of each of ``steps`` SGD steps of ``model`` (train mode, 16-way cross-entropy)
+    on a random (batch, 3, image_size, image_size) batch, after ``warmup`` untimed steps;
+    ``bf16``: the loss under bf16 autocast, as ``subind.train.fit`` with amp="bf16"."""
+    device = next(model.parameters()).device
+    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    y = torch.randint(0, NUM_CLASSES, (batch,), device=device)
+    model.train()
     times = []
     for i in range(warmup + steps):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        with torch.autocast(device.split(":")[0], torch.bfloat16, enabled=bf16):
+        _sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(device)
         if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+            times.append(time.perf_counter() - start)
+    return times
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--archs", default="resnet18-mini,vit_b_16-mini")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--bf16", action="store_true", help="torch.autocast bf16")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"| arch | batch | device | bf16 | s/step (median of {args.steps}) | images/s |")
-    print("|---|---|---|---|---|---|")
-    for name in args.archs.split(","):
-        s = step_time(name, args.batch, args.device, args.bf16, args.steps)
-        print(
-            f"| {name} | {args.batch} | {args.device} | {args.bf16} | {s:.4f} | {args.batch / s:.0f} |"
+def _model(name: str, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """Architecture ``name`` (random weights, 16-way head) and Table 1's optimizer."""
+    torch.manual_seed(0)
+    model = ARCHS.get(name).build(NUM_CLASSES).to(device)
+    cfg = Table1Config()
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    return model, opt
+
+
+def discovery_steps_per_epoch(images: int, batch: int) -> int:
+    """Steps of one discovery epoch on one rank (epoch_loader drops the last short batch when
+    there is a full one)."""
+    return images // batch if images >= batch else 1
+
+
+def _model_workload(cfg: Table1Config, model: str) -> dict[str, int]:
+    """Step counts of ``model``'s runs in ``cfg``: trained runs x steps, discovery runs (one
+    per lambda, plus the random-init control) x epochs x steps per epoch."""
+    from benchmarks.vision.runs import plan_runs
+    from benchmarks.vision.strategies import STRATEGIES
+
+    trained = [r for r in plan_runs(cfg) if r.model == model and STRATEGIES.get(r.strategy).trains]
+    images = cfg.discovery_per_class * NUM_CLASSES
+    per_run = cfg.discovery_epochs * discovery_steps_per_epoch(images, cfg.discovery_batch_size)
+    runs = len(cfg.penalties) + int(cfg.random_init_control)
+    return {
+        "train_batch": cfg.batch_size(model),
+        "trained_runs": len(trained),
+        "train_steps": len(trained) * cfg.steps,
+        "discovery_batch": cfg.discovery_batch_size,
+        "discovery_runs": runs,
+        "discovery_steps": runs * per_run,
+    }
+
+
+def projection_batches(cfg: Table1Config, gpus: int) -> dict[str, dict[int, str]]:
+    """{model: {batch: role}}: the batches :func:`project_table1` needs timed per model (the
+    training batch, its per-GPU share under DDP when it splits, the discovery batch)."""
+    need: dict[str, dict[int, str]] = {}
+    for model in cfg.models:
+        batch = cfg.batch_size(model)
+        roles = {batch: "train"}
+        if batch % gpus == 0:
+            roles.setdefault(batch // gpus, f"DDP share (/{gpus})")
+        roles.setdefault(cfg.discovery_batch_size, "discovery")
+        need[model] = roles
+    return need
+
+
+def _step_s(step_s: Mapping[tuple[str, int], float], model: str, batch: int) -> float:
+    if (model, batch) not in step_s:
+        raise ValueError(
+            f"no step time for {model} at batch {batch}: time it (projection_batches lists "
+            f"what the projection needs)"
         )
+    return step_s[(model, batch)]
+
+
+def project_table1(
+    cfg: Table1Config,
+    step_s: Mapping[tuple[str, int], float],
+    assume: ProjectionAssumptions = ProjectionAssumptions(),
+) -> dict[str, Any]:
+    """Projected GPU hours of ``cfg``'s training runs and discovery from ``step_s`` ({(model,
+    batch): seconds per plain step}).
+
+    Per model: train_hours = trained runs x steps x step_s[(model, batch)]; discovery_hours =
+    discovery runs x steps x step_s[(model, discovery batch)] x mask_step_factor. Discovery
+    runs on rank 0 alone (rank0_first), so every multi-GPU figure pays it whole. hours_1gpu:
+    everything on one GPU. hours_ddp: every run trained on all ``gpus`` together, each GPU at
+    batch / gpus (None when that step time is missing or the batch does not split).
+    hours_runs_dealt: each run on one GPU at the full batch, runs dealt as the harness deals
+    them (plan order, every gpus-th run to a rank), the slowest rank's total."""
+    from benchmarks.vision.runs import plan_runs
+    from benchmarks.vision.strategies import STRATEGIES
+
+    models: dict[str, dict[str, Any]] = {}
+    ddp_s: float | None = 0.0
+    for model in cfg.models:
+        w = _model_workload(cfg, model)
+        train = w["train_steps"] * _step_s(step_s, model, w["train_batch"])
+        disc_step = _step_s(step_s, model, w["discovery_batch"]) * assume.mask_step_factor
+        disc = w["discovery_steps"] * disc_step
+        share = w["train_batch"] // assume.gpus
+        ddp_train = None
+        if w["train_batch"] % assume.gpus == 0 and (model, share) in step_s:
+            ddp_train = w["train_steps"] * step_s[(model, share)]
+        ddp_s = None if ddp_s is None or ddp_train is None else ddp_s + ddp_train
+        models[model] = {**w, "train_hours": train / 3600, "discovery_hours": disc / 3600,
+                         "ddp_batch_per_gpu": share,
+                         "ddp_train_hours": None if ddp_train is None else ddp_train / 3600}  # fmt: skip
+    discovery_s = 3600 * sum(m["discovery_hours"] for m in models.values())
+    one_gpu_s = discovery_s + 3600 * sum(m["train_hours"] for m in models.values())
+
+    def run_s(run) -> float:
+        if not STRATEGIES.get(run.strategy).trains:
+            return 0.0
+        return cfg.steps * step_s[(run.model, cfg.batch_size(run.model))]
+
+    plan = plan_runs(cfg)
+    ranks = [sum(run_s(r) for r in plan[k :: assume.gpus]) for k in range(assume.gpus)]
+    return {
+        "gpus": assume.gpus,
+        "mask_step_factor": assume.mask_step_factor,
+        "models": models,
+        "hours_1gpu": one_gpu_s / 3600,
+        "hours_ddp": None if ddp_s is None else (discovery_s + ddp_s) / 3600,
+        "hours_runs_dealt": (discovery_s + max(ranks)) / 3600,
+        "left_out": LEFT_OUT,
+    }
+
+
+def _variant(cfg: Table1Config, assignment: str) -> tuple[str, Table1Config]:
+    """(label, cfg with FIELD=N applied) for ``--project-set FIELD=N`` (integer fields)."""
+    field, _, value = assignment.partition("=")
+    current = getattr(cfg, field, None)
+    if not isinstance(current, int) or isinstance(current, bool) or not value.isdigit():
+        raise click.BadParameter(
+            f"--project-set takes FIELD=N for an integer field of Table1Config (e.g. "
+            f"batch_size_resnet=512), got {assignment!r}"
+        )
+    return assignment, dataclasses.replace(cfg, **{field: int(value)})
+
+
+def plan_settings(
+    archs: list[str], batch: str, cfg: Table1Config, variants: list[Table1Config], gpus: int
+) -> dict[str, dict[int, list[str]]]:
+    """{arch: {batch: [roles]}}: the batches to time per architecture, ascending. ``variants``:
+    the configs to project (their models must be among ``archs``), whose batches come with
+    their roles; ``batch``: "preset" (the arch's batch in ``cfg``) or an integer, added as
+    "requested" when no variant needs it."""
+    plan: dict[str, dict[int, list[str]]] = {a: {} for a in archs}
+    for i, variant in enumerate(variants):
+        tag = "" if i == 0 else f" [variant {i}]"
+        for model, roles in projection_batches(variant, gpus).items():
+            if model not in plan:
+                raise click.BadParameter(
+                    f"--project needs every model of the preset ({', '.join(variant.models)}) "
+                    f"in --archs; got {', '.join(archs)} (or leave out --project)"
+                )
+            for b, role in roles.items():
+                plan[model].setdefault(b, []).append(role + tag)
+    for arch in archs:
+        b = cfg.batch_size(arch) if batch == "preset" else int(batch)
+        plan[arch].setdefault(b, ["requested"])
+    return {a: dict(sorted(bs.items())) for a, bs in plan.items()}
+
+
+def _measure_arch(
+    arch: str, batches: dict[int, list[str]], dtypes: list[str], device: torch.device,
+    steps: int, warmup: int,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """One result per (batch, dtype) of ``arch``, as each is measured: s_per_step (median),
+    images_per_s, s_all; or an "error" (out of GPU memory) instead of the times. One model and
+    optimizer serve every setting (their values do not change the time of a step)."""
+    model, opt = _model(arch, device)
+    size = ARCHS.get(arch).image_size
+    for batch, roles in batches.items():
+        for dtype in dtypes:
+            entry: dict[str, Any] = {"arch": arch, "batch": batch, "dtype": dtype, "roles": roles}
+            try:
+                times = step_times(model, opt, size, batch, dtype == "bf16", steps, warmup)
+            except torch.cuda.OutOfMemoryError:
+                times = None  # freed below, once the exception no longer holds the batch
+            if times is None:
+                opt.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                entry["error"] = "out of GPU memory"
+            else:
+                s = statistics.median(times)
+                entry |= {"s_per_step": s, "images_per_s": batch / s, "s_all": times}
+            yield entry
+    del model, opt
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _projections(
+    results: list[dict[str, Any]],
+    variants: list[tuple[str, Table1Config]],
+    dtypes: list[str],
+    assume: ProjectionAssumptions,
+) -> list[dict[str, Any]]:
+    """One projection per (variant, dtype) whose needed step times were all measured."""
+    out = []
+    for label, cfg in variants:
+        for dtype in dtypes:
+            step_s = {
+                (r["arch"], r["batch"]): r["s_per_step"]
+                for r in results
+                if r["dtype"] == dtype and "s_per_step" in r
+            }
+            try:
+                proj = project_table1(cfg, step_s, assume)
+            except ValueError as e:
+                proj = {"error": str(e)}
+            out.append({"variant": label, "dtype": dtype, **proj})
+    return out
+
+
+def _row(r: dict[str, Any], device: str) -> str:
+    roles = ", ".join(r["roles"])
+    if "error" in r:
+        return (
+            f"| {r['arch']} | {r['batch']} | {r['dtype']} | {device} | {roles} | {r['error']} | - |"
+        )
+    return (
+        f"| {r['arch']} | {r['batch']} | {r['dtype']} | {device} | {roles} | "
+        f"{r['s_per_step']:.4f} | {r['images_per_s']:.0f} |"
+    )
+
+
+def projection_text(p: dict[str, Any]) -> str:
+    """One line: the projected hours on 1 GPU and on ``gpus`` GPUs (both ways)."""
+    head = f"Table 1 projection ({p['variant']}, {p['dtype']})"
+    if "error" in p:
+        return f"{head}: not projected: {p['error']}"
+    parts = [
+        f"{m} {w['train_hours'] + w['discovery_hours']:.2f} h (train {w['train_steps']} steps "
+        f"{w['train_hours']:.2f} h + discovery {w['discovery_steps']} steps "
+        f"{w['discovery_hours']:.2f} h)"
+        for m, w in p["models"].items()
+    ]
+    ddp = "-" if p["hours_ddp"] is None else f"{p['hours_ddp']:.2f} h"
+    return (
+        f"{head}: 1 GPU {p['hours_1gpu']:.2f} h ({'; '.join(parts)}); {p['gpus']} GPUs: "
+        f"DDP {ddp}, runs dealt {p['hours_runs_dealt']:.2f} h"
+    )
+
+
+@click.command()
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--archs", default="resnet18-mini,vit_b_16-mini", show_default=True)
+@click.option("--batch", default="preset", show_default=True,
+              help="'preset' (each arch's batch in --preset) or an integer")  # fmt: skip
+@click.option("--dtypes", default="fp32", show_default=True, help="comma-separated: fp32, bf16")
+@click.option("--preset", default="paper", show_default=True, help="table1 preset")
+@click.option("--project/--no-project", default=False, help="project the preset's wall time")
+@click.option("--project-set", "project_sets", multiple=True, metavar="FIELD=N",
+              help="also project the preset with this integer field changed")  # fmt: skip
+@click.option("--gpus", default=8, show_default=True, help="GPUs of the multi-GPU projection")
+@click.option("--mask-step-factor", default=MASK_STEP_FACTOR, show_default=True,
+              help="discovery step / plain step (assumed; see the module docstring)")  # fmt: skip
+@click.option("--steps", default=10, show_default=True, help="timed steps per setting")
+@click.option("--warmup", default=3, show_default=True, help="untimed steps per setting")
+@click.option("--threads", default=1, show_default=True, help="torch CPU threads")
+@click.option("--json", "json_path", default=None, help="also write the results as JSON here")
+def main(
+    device, archs, batch, dtypes, preset, project, project_sets, gpus, mask_step_factor,
+    steps, warmup, threads, json_path,
+) -> None:  # fmt: skip
+    """Print seconds per training step and images/s per architecture, batch and dtype."""
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda but torch sees no CUDA device; use --device cpu")
+    arch_list, dtype_list = _check_lists(archs, dtypes, batch, preset, gpus)
+    cfg = PRESETS.get(preset)
+    variants = ([(preset, cfg)] + [_variant(cfg, s) for s in project_sets]) if project else []
+    plan = plan_settings(arch_list, batch, cfg, [v for _, v in variants], gpus)
+    payload = _payload(dev, steps, warmup, mask_step_factor)
+    click.echo(f"| arch | batch | dtype | device | for | s/step (median of {steps}) | images/s |")
+    click.echo("|---|---|---|---|---|---|---|")
+    for arch, batches in plan.items():
+        for entry in _measure_arch(arch, batches, dtype_list, dev, steps, warmup):
+            payload["results"].append(entry)
+            click.echo(_row(entry, device))
+            _write(json_path, payload)
+    assume = ProjectionAssumptions(mask_step_factor, gpus)
+    payload["projections"] = _projections(payload["results"], variants, dtype_list, assume)
+    for p in payload["projections"]:
+        click.echo(projection_text(p))
+    if payload["projections"]:
+        click.echo(f"(mask step = {mask_step_factor}x a plain step, assumed; left out: {LEFT_OUT})")
+    _write(json_path, payload)
+
+
+def _check_lists(
+    archs: str, dtypes: str, batch: str, preset: str, gpus: int
+) -> tuple[list[str], list[str]]:
+    """The parsed --archs and --dtypes, or a UsageError naming the bad value and the fix."""
+    arch_list = [a for a in archs.split(",") if a]
+    dtype_list = [d for d in dtypes.split(",") if d]
+    if not arch_list:
+        raise click.UsageError("--archs is empty; give e.g. resnet18,vit_b_16")
+    for arch in arch_list:
+        if arch not in ARCHS:
+            raise click.UsageError(f"--archs: {ARCHS.unknown_message(arch)}")
+    if not dtype_list or any(d not in DTYPES for d in dtype_list):
+        raise click.UsageError(f"--dtypes takes fp32 and/or bf16, got {dtypes!r}")
+    if batch != "preset" and not (batch.isdigit() and int(batch) > 0):
+        raise click.UsageError(f"--batch takes 'preset' or a positive integer, got {batch!r}")
+    if preset not in PRESETS:
+        raise click.UsageError(f"--preset: {PRESETS.unknown_message(preset)}")
+    if gpus < 1:
+        raise click.UsageError(f"--gpus takes a positive integer, got {gpus}")
+    return arch_list, dtype_list
+
+
+def _payload(dev: torch.device, steps: int, warmup: int, factor: float) -> dict[str, Any]:
+    from subind.provenance import provenance
+
+    return {
+        "benchmark": "vision_step_speed",
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "warmup": warmup,
+        "mask_step_factor": factor,
+        "mask_step_factor_assumed": True,
+        "left_out": LEFT_OUT,
+        "results": [],
+        "projections": [],
+        "provenance": provenance(),
+    }
+
+
+def _write(json_path: str | None, payload: dict[str, Any]) -> None:
+    if json_path:
+        from subind.io import write_json_atomic
+
+        write_json_atomic(json_path, payload)
 
 
 if __name__ == "__main__":
