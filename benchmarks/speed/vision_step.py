@@ -15,15 +15,18 @@ model's batch / ``--gpus``, the discovery batch) and projects the preset's runs
 preset with one field changed (the released code trained ResNet18 at batch 512:
 ``batch_size_resnet=512``). On ``--gpus`` GPUs it projects both ways the harness splits the
 work: DDP (every run on all GPUs, each at batch / gpus, that step timed here on one GPU) and
-runs dealt to GPUs (``distributed=slice``, each run at its full batch); discovery runs on rank 0
-alone either way. The JSON file is rewritten after every setting, so a run cut short
-still leaves what it measured. The projection reads the preset's ImageNet subset sizes
-(``discovery_per_class``): a preset with a synthetic world (mini, tiny) has its own, smaller ones.
+runs dealt to GPUs (``distributed=slice``, each run at its full batch); either way the discoveries (every lambda,
+and the random-init control when ``transfer_penalty`` fixes its lambda) are dealt to the GPUs.
+The JSON file is rewritten after every setting, so a run cut short still leaves what it
+measured. The projection reads the preset's image counts (the paper's lists; with
+``selection=random``, ``discovery_per_class``): a preset with a synthetic world (mini, tiny)
+has its own, smaller ones.
 
 The projection counts GPU step time only: it leaves out data loading (JPEG decoding and
 augmentation, which may well be the bottleneck at these speeds), the evaluations (every
-``eval_every`` steps and the final original / pooled / cue-conflict pass), Linear FT (one
-feature pass and 5,000 head steps), DDP's gradient all-reduce, checkpoints and start-up.
+``eval_every`` steps and the final original / pooled / cue-conflict pass), the adaptation to
+16 classes (5 epochs of the 13,929 discovery images: about 1,100 steps at batch 64), DDP's
+gradient all-reduce, checkpoints and start-up.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ DTYPES = ("fp32", "bf16")
 # the training batch, so the bound is used rather than a lower guess.
 MASK_STEP_FACTOR = 1.3
 LEFT_OUT = (
-    "data loading, evaluation (every eval_every steps and the final pass), Linear FT, "
+    "data loading, evaluation (every eval_every steps and the final pass), adaptation, "
     "DDP all-reduce, checkpoints, start-up"
 )
 
@@ -124,17 +127,23 @@ def _model_workload(cfg: Table1Config, model: str) -> dict[str, int]:
     from benchmarks.vision.runs import plan_runs
     from benchmarks.vision.strategies import STRATEGIES
 
+    from benchmarks.vision.plan import image_counts
+
     trained = [r for r in plan_runs(cfg) if r.model == model and STRATEGIES.get(r.strategy).trains]
-    images = cfg.discovery_per_class * NUM_CLASSES
-    per_run = cfg.discovery_epochs * discovery_steps_per_epoch(images, cfg.discovery_batch_size)
+    images = image_counts(cfg)["discovery"]
+    batch = cfg.per_family("discovery_batch_size", model)
+    per_run = cfg.per_family("discovery_epochs", model) * discovery_steps_per_epoch(images, batch)
     runs = len(cfg.penalties) + int(cfg.random_init_control)
     return {
         "train_batch": cfg.batch_size(model),
         "trained_runs": len(trained),
         "train_steps": len(trained) * cfg.steps,
-        "discovery_batch": cfg.discovery_batch_size,
+        "discovery_batch": batch,
         "discovery_runs": runs,
         "discovery_steps": runs * per_run,
+        # the random-init control is dealt with the lambdas when its lambda is known up front
+        "discovery_dealt": len(cfg.penalties)
+        + int(cfg.random_init_control and cfg.transfer_penalty is not None),
     }
 
 
@@ -147,7 +156,7 @@ def projection_batches(cfg: Table1Config, gpus: int) -> dict[str, dict[int, str]
         roles = {batch: "train"}
         if batch % gpus == 0:
             roles.setdefault(batch // gpus, f"DDP share (/{gpus})")
-        roles.setdefault(cfg.discovery_batch_size, "discovery")
+        roles.setdefault(cfg.per_family("discovery_batch_size", model), "discovery")
         need[model] = roles
     return need
 
@@ -170,8 +179,10 @@ def project_table1(
     batch): seconds per plain step}).
 
     Per model: train_hours = trained runs x steps x step_s[(model, batch)]; discovery_hours =
-    discovery runs x steps x step_s[(model, discovery batch)] x mask_step_factor. Discovery
-    runs on rank 0 alone (rank0_first), so every multi-GPU figure pays it whole. hours_1gpu:
+    discovery runs x steps x step_s[(model, discovery batch)] x mask_step_factor. The discovery
+    runs are dealt to the GPUs (the random-init control too when transfer_penalty fixes its
+    lambda; else it runs after them on one GPU): multi-GPU figures pay the busiest GPU's share.
+    hours_1gpu:
     everything on one GPU. hours_ddp: every run trained on all ``gpus`` together, each GPU at
     batch / gpus (None when that step time is missing or the batch does not split).
     hours_runs_dealt: each run on one GPU at the full batch, runs dealt as the harness deals
@@ -181,11 +192,16 @@ def project_table1(
 
     models: dict[str, dict[str, Any]] = {}
     ddp_s: float | None = 0.0
+    dealt: list[float] = []  # seconds of each discovery dealt to the GPUs, in job order
+    after = 0.0  # discoveries run once the dealt ones are done (one GPU)
     for model in cfg.models:
         w = _model_workload(cfg, model)
         train = w["train_steps"] * _step_s(step_s, model, w["train_batch"])
         disc_step = _step_s(step_s, model, w["discovery_batch"]) * assume.mask_step_factor
         disc = w["discovery_steps"] * disc_step
+        one = disc / max(w["discovery_runs"], 1)
+        dealt += [one] * w["discovery_dealt"]
+        after += one * (w["discovery_runs"] - w["discovery_dealt"])
         share = w["train_batch"] // assume.gpus
         ddp_train = None
         if w["train_batch"] % assume.gpus == 0 and (model, share) in step_s:
@@ -196,6 +212,7 @@ def project_table1(
                          "ddp_train_hours": None if ddp_train is None else ddp_train / 3600}  # fmt: skip
     discovery_s = 3600 * sum(m["discovery_hours"] for m in models.values())
     one_gpu_s = discovery_s + 3600 * sum(m["train_hours"] for m in models.values())
+    gpus_discovery_s = max(sum(dealt[k :: assume.gpus]) for k in range(assume.gpus)) + after
 
     def run_s(run) -> float:
         if not STRATEGIES.get(run.strategy).trains:
@@ -209,8 +226,8 @@ def project_table1(
         "mask_step_factor": assume.mask_step_factor,
         "models": models,
         "hours_1gpu": one_gpu_s / 3600,
-        "hours_ddp": None if ddp_s is None else (discovery_s + ddp_s) / 3600,
-        "hours_runs_dealt": (discovery_s + max(ranks)) / 3600,
+        "hours_ddp": None if ddp_s is None else (gpus_discovery_s + ddp_s) / 3600,
+        "hours_runs_dealt": (gpus_discovery_s + max(ranks)) / 3600,
         "left_out": LEFT_OUT,
     }
 

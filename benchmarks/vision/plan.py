@@ -23,6 +23,18 @@ from meanpool.imagenet import Item
 from subind.provenance import digest
 
 POOLED_SUBSETS = ("discovery", "evaluation", "val")
+# The paper's image lists (meanpool's packaged lists): training = the 213,555 listed images
+# minus the 1,549 evaluation images.
+PAPER_COUNTS = {"train": 212_006, "discovery": 13_929, "evaluation": 1_549}
+
+
+def image_counts(cfg: Table1Config) -> dict[str, int | None]:
+    """Images per set before any tree is read: the paper's lists, or the random draw's sizes
+    (its training set depends on the tree: None)."""
+    if cfg.selection == "paper":
+        return dict(PAPER_COUNTS)
+    return {"train": None, "discovery": 16 * cfg.discovery_per_class,
+            "evaluation": 16 * cfg.evaluation_per_class}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -36,28 +36,32 @@ def test_step_times_times_every_step_after_the_warmup():
 def test_the_paper_presets_workload_and_the_batches_it_needs():
     # 7 trained runs per model (subtask induction and random subnetwork in both unmasked modes,
     # scratch, data mixture, unmasked-only) x 33,160 steps; discovery: 3 lambdas + the
-    # random-init control, 100 epochs of 869 x 16 = 13,904 images at batch 32 (434 full batches)
-    assert discovery_steps_per_epoch(13_904, 32) == 434 and discovery_steps_per_epoch(10, 32) == 1
+    # random-init control on the 13,929 listed discovery images: ResNet 100 epochs at batch 32
+    # (435 full batches), ViT 200 epochs at batch 128 (108 full batches)
+    assert discovery_steps_per_epoch(13_929, 32) == 435 and discovery_steps_per_epoch(10, 32) == 1
     need = projection_batches(PAPER, 8)
     assert need == {
         "resnet18": {128: "train", 16: "DDP share (/8)", 32: "discovery"},
-        "vit_b_16": {512: "train", 64: "DDP share (/8)", 32: "discovery"},
+        "vit_b_16": {512: "train", 64: "DDP share (/8)", 128: "discovery"},
     }
     step_s = {(m, b): 1.0 for m, bs in need.items() for b in bs}
     p = project_table1(PAPER, step_s)
-    for m in ("resnet18", "vit_b_16"):
+    for m, per_run in (("resnet18", 100 * 435), ("vit_b_16", 200 * 108)):
         w = p["models"][m]
         assert (w["trained_runs"], w["train_steps"]) == (7, 232_120)
-        assert (w["discovery_runs"], w["discovery_steps"]) == (4, 4 * 100 * 434)
-        assert w["discovery_hours"] == pytest.approx(173_600 * 1.3 / 3600)
+        assert (w["discovery_runs"], w["discovery_steps"]) == (4, 4 * per_run)
+        assert w["discovery_hours"] == pytest.approx(4 * per_run * 1.3 / 3600)
     assert p["left_out"].startswith("data loading, evaluation")
 
 
 def test_projection_by_hand():
     # steps 100 x 7 trained runs = 700 steps per model; discovery: 10 x 16 = 160 images at
     # batch 32 = 5 steps per epoch x 2 epochs x (2 lambdas + control) = 30 steps per model.
-    cfg = dataclasses.replace(PAPER, steps=100, discovery_epochs=2, discovery_per_class=10,
-                              penalties=(1e-6, 1e-7))  # fmt: skip
+    cfg = dataclasses.replace(
+        PAPER, steps=100, selection="random", discovery_per_class=10, penalties=(1e-6, 1e-7),
+        transfer_penalty=1e-7, discovery_epochs_resnet=2, discovery_epochs_vit=2,
+        discovery_batch_size_vit=32,
+    )  # fmt: skip
     step_s = {("resnet18", 128): 0.36, ("resnet18", 32): 0.1, ("resnet18", 16): 0.09,
               ("vit_b_16", 512): 1.8, ("vit_b_16", 32): 0.2, ("vit_b_16", 64): 0.3}  # fmt: skip
     p = project_table1(cfg, step_s)
@@ -67,12 +71,13 @@ def test_projection_by_hand():
     assert v["train_hours"] * 3600 == pytest.approx(700 * 1.8)  # 1260 s
     assert v["discovery_hours"] * 3600 == pytest.approx(30 * 0.2 * 1.3)  # 7.8 s
     assert p["hours_1gpu"] * 3600 == pytest.approx(252 + 3.9 + 1260 + 7.8)
-    # DDP: discovery on rank 0 alone (11.7 s), then every run on 8 GPUs at batch 16 / 64.
-    assert p["hours_ddp"] * 3600 == pytest.approx(11.7 + 700 * 0.09 + 700 * 0.3)
+    # The 6 discoveries (10 steps each: ResNet 1.3 s, ViT 2.6 s) are dealt to 8 GPUs, one
+    # each: 2.6 s; then DDP: every run on 8 GPUs at batch 16 / 64.
+    assert p["hours_ddp"] * 3600 == pytest.approx(2.6 + 700 * 0.09 + 700 * 0.3)
     # Runs dealt: plan order is 9 ResNet runs (index 4 linear-ft and 8 pretrained untrained,
     # the others 36 s) then 9 ViT runs (13 and 17 untrained, the others 180 s); rank k gets
     # k, k+8, k+16: rank 0 = 36 + 0 + 180 = 216 s, the most any rank gets.
-    assert p["hours_runs_dealt"] * 3600 == pytest.approx(11.7 + 216)
+    assert p["hours_runs_dealt"] * 3600 == pytest.approx(2.6 + 216)
     slower = project_table1(cfg, step_s, ProjectionAssumptions(mask_step_factor=2.0, gpus=4))
     assert slower["models"]["resnet18"]["discovery_hours"] * 3600 == pytest.approx(6.0)
     assert slower["hours_ddp"] is None  # batch 128 / 4 = 32 is timed, 512 / 4 = 128 is not
