@@ -2,8 +2,8 @@
 
 Every pixel of a 16-class ImageNet image is replaced by the mean colour of its Segment Anything
 segment. Public API: configs, ``load_sam``, ``generate_masks``, ``partition``, ``mean_pool``,
-``mean_pool_image``, ``build_index``, ``build``; ``meanpool.loader`` and ``meanpool.hub`` for
-using the data. See docs/meanpool.md.
+``mean_pool_image``, ``build_index`` (the paper's image lists or a class-balanced draw), ``build``;
+``meanpool.loader`` and ``meanpool.hub`` for using the data. See docs/meanpool.md.
 """
 
 from .config import BuildConfig, ImageConfig, IndexConfig, PoolConfig, SegmentConfig

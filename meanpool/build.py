@@ -25,7 +25,7 @@ from subind.provenance import digest, provenance
 from subind.runtime import barrier, init_distributed, resolve_device
 
 from .config import BuildConfig, ImageConfig, PoolConfig, SegmentConfig, to_dict
-from .imagenet import Item, select, sixteen_classes
+from .imagenet import PAPER_LISTS, Item, missing_files, paper_items, select, sixteen_classes
 from .images import ImageSkip, load_rgb
 from .shards import ShardWriter, complete_shards, remove_partial, sha256_file, shard_keys
 
@@ -130,7 +130,7 @@ def build_identity(cfg: BuildConfig, checkpoint_sha256: str) -> dict[str, Any]:
         "checkpoint_sha256": checkpoint_sha256,
         "segment": seg,
         "pool": to_dict(cfg.pool),
-        "index": to_dict(cfg.index),
+        "index": cfg.index.identity(),  # a random draw's is the dict recorded before lists
         "image": to_dict(cfg.image),
         "jpeg_quality": cfg.jpeg_quality,
     }
@@ -143,10 +143,21 @@ def _check_settings(out: Path, identity: dict[str, Any]) -> None:
     old = json.loads(path.read_text())["identity"]
     if old != identity:
         diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+        index = f" (its index: {old.get('index')}; this run's: {identity['index']})"
         raise BuildError(
-            f"{out} holds a build with different settings ({', '.join(diff)}); "
-            f"use a new --out or rerun with the same settings"
+            f"{out} holds a build with different settings ({', '.join(diff)})"
+            f"{index if 'index' in diff else ''}; use a new --out or rerun with the same settings"
         )
+
+
+def missing_inputs(cfg: BuildConfig, selected: list[Item]) -> dict[str, Any] | None:
+    """For a subset of the paper's lists: {"list", "listed", "count", "files"}, the listed images
+    the build goes without (``allow_missing``); None for a random draw or for val (no list)."""
+    if cfg.index.selection != "paper" or cfg.subset not in PAPER_LISTS:
+        return None
+    files = missing_files(cfg.subset, selected)
+    listed = len(paper_items(cfg.subset))
+    return {"list": f"{cfg.subset}.tsv.gz", "listed": listed, "count": len(files), "files": files}
 
 
 def write_manifest(
@@ -155,8 +166,12 @@ def write_manifest(
     identity: dict[str, Any],
     items: list[Item],
     runtime: dict[str, Any],
+    missing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """List every finished shard (samples, sha256, bytes) with the full settings and versions."""
+    """List every finished shard (samples, sha256, bytes) with the full settings and versions.
+
+    ``missing`` (see ``missing_inputs``): listed images absent from the ImageNet tree, recorded
+    under ``inputs.missing`` so that readers can say the subset is not the whole list."""
     shards, written = [], set()
     for p in complete_shards(out):
         keys = shard_keys(p)
@@ -171,13 +186,16 @@ def write_manifest(
         )
     # A SAM failure that a resumed build got past is no longer a failure.
     failed = {r["key"] for r in read_jsonl(out / FAILURES_FILE)} - written
+    inputs: dict[str, Any] = {"count": len(items), "paths_sha256": digest([it.rel for it in items])}
+    if missing is not None:
+        inputs["missing"] = missing
     manifest = {
         "format": FORMAT,
         "subset": cfg.subset,
         "num_samples": sum(s["num_samples"] for s in shards),
         "num_failures": len(failed),
         # Which inputs this run covered (the subset, after --limit): count and digest of paths.
-        "inputs": {"count": len(items), "paths_sha256": digest([it.rel for it in items])},
+        "inputs": inputs,
         "shards": shards,
         "label_order": sixteen_classes()[0],
         "fields": {
@@ -281,7 +299,7 @@ def build(cfg: BuildConfig, progress: bool = True) -> dict[str, Any]:
             "imagenet_dir": str(Path(cfg.imagenet_dir).resolve()),
             "checkpoint": str(Path(cfg.checkpoint).resolve()),
         }
-        result = write_manifest(out, cfg, identity, items, runtime)
+        result = write_manifest(out, cfg, identity, items, runtime, missing_inputs(cfg, selected))
     barrier(world)
     if world > 1:
         torch.distributed.destroy_process_group()

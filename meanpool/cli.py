@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -18,6 +17,7 @@ from .config import (
     BACKENDS,
     ENCODER_DTYPES,
     MERGES,
+    SELECTIONS,
     SUBSETS,
     ImageConfig,
     IndexConfig,
@@ -142,6 +142,19 @@ def main() -> None:
 
 def _index_options(f: Callable) -> Callable:
     f = click.option(
+        "--allow-missing",
+        is_flag=True,
+        default=None,
+        help="With --selection paper: go on without listed images the tree lacks (recorded).",
+    )(f)
+    f = click.option(
+        "--selection",
+        type=click.Choice(SELECTIONS),
+        default=None,
+        help="random: a seeded class-balanced draw from every 16-class image [default]; "
+        "paper: the paper's exact image lists (train 213,555, discovery 13,929, evaluation 1,549).",
+    )(f)
+    f = click.option(
         "--val-labels",
         type=click.Path(dir_okay=False),
         default=None,
@@ -169,6 +182,28 @@ def _index_options(f: Callable) -> Callable:
     return f
 
 
+_DRAW_OPTIONS = ("discovery_per_class", "evaluation_per_class", "seed")
+
+
+def _index_config(kw: dict[str, Any]) -> IndexConfig:
+    """Pop the index options from ``kw``; the draw's options with the lists are a usage error."""
+    given = {k: kw.pop(k) for k in (*_DRAW_OPTIONS, "selection", "allow_missing")}
+    given["allow_missing"] = given["allow_missing"] or None  # unset flag: the config's default
+    if given["selection"] == "paper":
+        clash = [f"--{k.replace('_', '-')}" for k in _DRAW_OPTIONS if given[k] is not None]
+        if clash:
+            raise click.UsageError(
+                f"{', '.join(clash)} set the random draw; --selection paper uses the paper's "
+                f"fixed lists, so drop {'them' if len(clash) > 1 else 'it'}"
+            )
+    elif given["allow_missing"]:
+        raise click.UsageError(
+            "--allow-missing applies to --selection paper only (a random draw takes what the "
+            "tree holds)"
+        )
+    return _make(IndexConfig, **given)
+
+
 @main.command()
 @_index_options
 @click.option(
@@ -180,16 +215,27 @@ def _index_options(f: Callable) -> Callable:
 )
 @_one_line_errors
 def index(imagenet_dir: str, out: str, val_labels: str | None, **kw: Any) -> None:
-    """Select 16-class ImageNet and its class-balanced discovery/evaluation subsets."""
+    """Select 16-class ImageNet and its discovery/evaluation subsets (the paper's lists or a
+    class-balanced draw); write them with counts, settings and provenance."""
     from subind.io import write_json_atomic
     from subind.provenance import provenance
 
     from .imagenet import build_index, index_record
 
-    cfg = _make(IndexConfig, **kw)
+    cfg = _index_config(kw)
     idx = build_index(imagenet_dir, cfg, val_labels)
-    write_json_atomic(out, {**index_record(idx, cfg, imagenet_dir), "provenance": provenance()})
-    click.echo(f"wrote {out}: " + ", ".join(f"{k} {len(v)}" for k, v in idx.items()))
+    record = index_record(idx, cfg, imagenet_dir)
+    write_json_atomic(out, {**record, "provenance": provenance()})
+    click.echo(f"wrote {out} ({cfg.selection}): " + _counts_line(record))
+
+
+def _counts_line(record: dict[str, Any]) -> str:
+    """The printed counts ("discovery 13,929, ...") and how many listed images were missing."""
+    line = ", ".join(f"{k} {n:,}" for k, n in record["counts"].items())
+    missing = {k: m["count"] for k, m in record["missing"].items() if m["count"]}
+    if missing:
+        line += "; missing from the lists: " + ", ".join(f"{k} {n:,}" for k, n in missing.items())
+    return line
 
 
 @main.command()
@@ -242,8 +288,7 @@ def build(
     from .config import BuildConfig
 
     seg, pool_cfg = _pop_segment(kw)
-    index_keys = ("discovery_per_class", "evaluation_per_class", "seed")
-    index_cfg = _make(IndexConfig, **{k: kw.pop(k) for k in index_keys})
+    index_cfg = _index_config(kw)
     image_cfg = _make(ImageConfig, min_side=kw.pop("min_side"), max_side=kw.pop("max_side"))
     cfg = _make(
         BuildConfig,
@@ -259,9 +304,11 @@ def build(
     )
     result = run_build(cfg, progress=not no_progress)
     if "shards" in result:
+        missing = result["inputs"].get("missing")
+        gone = f", {missing['count']:,} listed images missing" if missing else ""
         click.echo(
             f"{out}: {result['num_samples']} samples in {len(result['shards'])} shards, "
-            f"{result['num_failures']} skipped (see failures.jsonl)"
+            f"{result['num_failures']} skipped (see failures.jsonl){gone}"
         )
 
 
@@ -333,7 +380,8 @@ def preview(
 @click.option("--private", is_flag=True, help="Create the repo as private.")
 @_one_line_errors
 def push(folder: str, repo_id: str, private: bool) -> None:
-    """Verify a finished build and upload it (with a dataset card) to a Hub dataset repo."""
+    """Verify a finished build, or a folder of subset builds (FOLDER/discovery, FOLDER/evaluation,
+    FOLDER/val), and upload it with a dataset card to a Hub dataset repo."""
     from .hub import push as run_push
 
     click.echo(run_push(folder, repo_id, private=private))
@@ -351,11 +399,15 @@ def push(folder: str, repo_id: str, private: bool) -> None:
 @click.option("--cache-dir", default=None, help="Hugging Face cache folder [HF_HUB_CACHE].")
 @_one_line_errors
 def pull(repo_id: str, out: str, revision: str | None, cache_dir: str | None) -> None:
-    """Download a dataset repo (from the cache when offline) and verify every shard."""
+    """Download a dataset repo (one build, or a folder of subset builds; from the cache when
+    offline) and verify every shard."""
+    from .hub import find_builds
     from .hub import pull as run_pull
 
     path = run_pull(repo_id, out, revision=revision, cache_dir=cache_dir)
-    manifest = json.loads((Path(path) / "manifest.json").read_text())
-    click.echo(
-        f"{path}: {manifest['num_samples']} samples in {len(manifest['shards'])} shards, verified"
-    )
+    for folder in find_builds(path).values():  # verified by pull; the counts only
+        manifest = json.loads((folder / "manifest.json").read_text())
+        click.echo(
+            f"{folder}: {manifest['subset']}, {manifest['num_samples']} samples in "
+            f"{len(manifest['shards'])} shards, verified"
+        )

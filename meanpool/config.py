@@ -14,6 +14,7 @@ BACKENDS = ("fast", "reference")
 ENCODER_DTYPES = ("float32", "bfloat16", "float16")
 MERGES = ("partition", "whole_mask")
 SUBSETS = ("discovery", "evaluation", "train", "val")
+SELECTIONS = ("random", "paper")
 
 
 @dataclass(frozen=True)
@@ -104,20 +105,48 @@ class PoolConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Selection of 16-class ImageNet and its class-balanced subsets (paper Section 5.1).
+    """Which 16-class ImageNet images make up each subset (paper Section 5.1).
 
-    The paper uses about 13.9k discovery images and 1.54k evaluation images, drawn class-balanced
-    from the 16-class train split: 869 and 96 per class give 13,904 and 1,536.
+    ``selection`` "random" (the default, as before lists existed): ``train`` is every image of
+    the 16-class WNIDs and the discovery/evaluation subsets are a seeded class-balanced draw from
+    it; 869 and 96 per class give 13,904 and 1,536, the paper's "13.9k" and "1.54k".
+    ``selection`` "paper": the paper's exact image sets, shipped in
+    ``meanpool/data/image-lists/``: train = 213,555 listed files, discovery = 13,929, evaluation =
+    1,549; the per-class sizes and seed do not apply. A listed file absent from the ImageNet
+    tree stops the index unless ``allow_missing``, which goes on without it (the index and the
+    build's manifest record what was missing). The default stays "random" so that existing
+    commands, builds and callers keep their meaning; the paper preset asks for "paper".
     """
 
     discovery_per_class: int = 869
     evaluation_per_class: int = 96
     seed: int = 0
+    selection: str = "random"
+    allow_missing: bool = False
 
     def __post_init__(self) -> None:
         assert self.discovery_per_class >= 0 and self.evaluation_per_class >= 0, (
             "per-class subset sizes must be >= 0"
         )
+        assert self.selection in SELECTIONS, (
+            f"selection must be one of {SELECTIONS}, got {self.selection!r}"
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide which images a subset holds (a build's identity).
+
+        A random draw gives exactly the dict builds recorded before ``selection`` existed, so
+        their settings digests do not change; the lists need only their name (per-class sizes
+        and seed do not apply). ``allow_missing`` changes no image's content: what was missing is
+        recorded in the manifest instead.
+        """
+        if self.selection == "paper":
+            return {"selection": "paper"}
+        return {
+            "discovery_per_class": self.discovery_per_class,
+            "evaluation_per_class": self.evaluation_per_class,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True)

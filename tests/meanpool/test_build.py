@@ -19,7 +19,7 @@ from meanpool.imagenet import Item, scan
 from meanpool.shards import complete_shards, sha256_file
 from subind.io import read_jsonl
 
-from .conftest import FAST_CLI, make_imagenet, synthetic_image
+from .conftest import FAST_CLI, make_imagenet, make_listed_imagenet, synthetic_image
 
 REPO = Path(__file__).parents[2]
 SEG = SegmentConfig(
@@ -290,3 +290,50 @@ def test_sam_failures_are_recorded_then_retried_on_resume(tmp_path, tiny_ckpt, m
     second = build(cfg, progress=False)
     assert (second["num_samples"], second["num_failures"]) == (17, 1)
     assert "train_n02690373_x_JPEG" in read_samples(out)
+
+
+# ------------------------------------------------------------------ the paper's lists
+def test_lists_builds_pool_exactly_the_listed_subsets(pooled_folder):
+    from meanpool.loader import read_samples as samples_of
+
+    _, pooled, picks = pooled_folder
+    for subset in ("discovery", "evaluation", "val"):
+        sources = [json.loads(s["json"])["source"] for s in samples_of(pooled / subset)]
+        assert sorted(sources) == sorted(picks[subset]), subset
+        manifest = json.loads((pooled / subset / "manifest.json").read_text())
+        assert manifest["settings"]["index"] == {"selection": "paper"}
+        missing = manifest["inputs"].get("missing")
+        if subset == "val":  # no list: the validation images of the 202 listed WNIDs
+            assert missing is None and len(sources) == 16
+        else:
+            listed = {"discovery": 13_929, "evaluation": 1_549}[subset]
+            assert missing["list"] == f"{subset}.tsv.gz" and missing["listed"] == listed
+            assert missing["count"] == len(missing["files"]) == listed - 16
+
+
+def test_a_random_draw_cannot_resume_a_lists_build(pooled_folder, tmp_path, tiny_ckpt):
+    import shutil
+
+    root, pooled, _ = pooled_folder
+    out = tmp_path / "evaluation"
+    shutil.copytree(pooled / "evaluation", out)
+    cfg = BuildConfig(imagenet_dir=str(root), out=str(out), model_type="tiny_test",
+                      checkpoint=str(tiny_ckpt), subset="evaluation")  # fmt: skip
+    with pytest.raises(
+        BuildError, match=r"its index: \{'selection': 'paper'\}; this run's: \{'disc"
+    ):
+        build(cfg, progress=False)
+
+
+def test_build_command_with_the_lists(tmp_path, tiny_ckpt):
+    make_listed_imagenet(tmp_path / "in")
+    args = ["build", "--imagenet-dir", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+            "--sam-checkpoint", str(tiny_ckpt), *FAST_CLI, "--points-per-side", "4",
+            "--subset", "evaluation", "--selection", "paper"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "1,533 of the 1,549 images" in result.output
+    assert not (tmp_path / "out").exists()  # stopped before anything was written
+    result = CliRunner().invoke(main, [*args, "--allow-missing", "--limit", "5"])
+    assert result.exit_code == 0, result.output
+    assert "5 samples in 1 shards, 0 skipped" in result.output
+    assert "1,533 listed images missing" in result.output
