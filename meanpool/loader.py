@@ -35,28 +35,40 @@ def _hf_file(url: str, cache_dir: str | None = None) -> str:
     return hf_hub_download(repo, name, repo_type="dataset", revision=rev, cache_dir=cache_dir)
 
 
-def shard_urls(source: str | Path, cache_dir: str | None = None) -> list[str]:
-    """Shard locations listed by the manifest of ``source``: a folder (local build or pulled
-    snapshot) -> file paths; ``hf://datasets/ORG/NAME[@REV][/SUBFOLDER]`` -> ``hf://`` URLs, one
-    per shard (the manifest and shards are read from SUBFOLDER when given)."""
+def _base(source: str) -> str:
+    """``hf://datasets/ORG/NAME[@REV][/SUBFOLDER]`` normalised (a path after the repo names a
+    subfolder holding its own build: one per subset)."""
+    repo, rev, sub = _parse_hf(source)
+    return (
+        f"hf://datasets/{repo}"
+        + (f"@{rev}" if rev else "")
+        + (f"/{sub.strip('/')}" if sub.strip("/") else "")
+    )
+
+
+def read_manifest(source: str | Path, cache_dir: str | None = None) -> dict[str, Any]:
+    """The manifest of the build at ``source``: a folder (local build or pulled snapshot) or
+    ``hf://datasets/ORG/NAME[@REV][/SUBFOLDER]`` (read through the Hugging Face cache). Raises
+    FileNotFoundError when a folder holds no finished build."""
     source = str(source)
     if source.startswith("hf://"):
-        repo, rev, sub = _parse_hf(source)
-        # A path after the repo names a subfolder holding its own build (one per subset).
-        base = (
-            f"hf://datasets/{repo}"
-            + (f"@{rev}" if rev else "")
-            + (f"/{sub.strip('/')}" if sub.strip("/") else "")
-        )
-        manifest = json.loads(Path(_hf_file(f"{base}/manifest.json", cache_dir)).read_text())
+        return json.loads(Path(_hf_file(f"{_base(source)}/manifest.json", cache_dir)).read_text())
+    manifest_path = Path(source) / "manifest.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{source} has no manifest.json; is it a finished meanpool build?")
+    return json.loads(manifest_path.read_text())
+
+
+def shard_urls(source: str | Path, cache_dir: str | None = None) -> list[str]:
+    """Shard locations listed by the manifest of ``source`` (see :func:`read_manifest`): a
+    folder -> file paths; ``hf://`` -> ``hf://`` URLs, one per shard."""
+    manifest = read_manifest(source, cache_dir)
+    source = str(source)
+    base = _base(source) if source.startswith("hf://") else source
+    sep = "/" if source.startswith("hf://") else None
+    if sep:
         return [f"{base}/{s['name']}" for s in manifest["shards"]]
-    folder = Path(source)
-    manifest_path = folder / "manifest.json"
-    assert manifest_path.is_file(), (
-        f"{folder} has no manifest.json; is it a finished meanpool build?"
-    )
-    manifest = json.loads(manifest_path.read_text())
-    return [str(folder / s["name"]) for s in manifest["shards"]]
+    return [str(Path(source) / s["name"]) for s in manifest["shards"]]
 
 
 def open_shards(

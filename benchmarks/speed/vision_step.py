@@ -124,10 +124,9 @@ def discovery_steps_per_epoch(images: int, batch: int) -> int:
 def _model_workload(cfg: Table1Config, model: str) -> dict[str, int]:
     """Step counts of ``model``'s runs in ``cfg``: trained runs x steps, discovery runs (one
     per lambda, plus the random-init control) x epochs x steps per epoch."""
+    from benchmarks.vision.plan import image_counts
     from benchmarks.vision.runs import plan_runs
     from benchmarks.vision.strategies import STRATEGIES
-
-    from benchmarks.vision.plan import image_counts
 
     trained = [r for r in plan_runs(cfg) if r.model == model and STRATEGIES.get(r.strategy).trains]
     images = image_counts(cfg)["discovery"]

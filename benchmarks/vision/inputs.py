@@ -69,7 +69,8 @@ def world_config(cfg: Table1Config) -> Any:
 
 def index_config(cfg: Table1Config) -> IndexConfig:
     """meanpool's index settings of the run's image sets."""
-    return IndexConfig(cfg.discovery_per_class, cfg.evaluation_per_class, cfg.index_seed)
+    return IndexConfig(cfg.discovery_per_class, cfg.evaluation_per_class, cfg.index_seed,
+                       selection=cfg.selection, allow_missing=cfg.allow_missing)  # fmt: skip
 
 
 def index_of(cfg: Table1Config) -> dict[str, list[Item]]:
@@ -206,9 +207,14 @@ def load_data(cfg: Table1Config, inputs: Inputs, arch: VisionArch) -> Data:
     if set(pooled_eval.sources) != want:
         raise StageError(
             f"the pooled evaluation subset in {inputs.pooled} holds {len(pooled_eval.sources)} "
-            f"images, not the {len(want)} of this index (discovery/evaluation per class "
-            f"{inputs.index.discovery_per_class}/{inputs.index.evaluation_per_class}, seed "
-            f"{inputs.index.seed}); build it with the same `meanpool index` settings"
+            f"images, not the {len(want)} of this index (selection {inputs.index.selection}"
+            + (
+                ""
+                if inputs.index.selection == "paper"
+                else f", discovery/evaluation per class {inputs.index.discovery_per_class}/"
+                f"{inputs.index.evaluation_per_class}, seed {inputs.index.seed}"
+            )
+            + "); build it with the same `meanpool index` settings"
         )
     leaked = {it.rel for it in train} & set(pooled_eval.sources)
     assert not leaked, f"evaluation images in the training set: {sorted(leaked)[:3]}"

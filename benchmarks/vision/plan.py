@@ -23,16 +23,17 @@ from meanpool.imagenet import Item
 from subind.provenance import digest
 
 POOLED_SUBSETS = ("discovery", "evaluation", "val")
-# The paper's image lists (meanpool's packaged lists): training = the 213,555 listed images
-# minus the 1,549 evaluation images.
-PAPER_COUNTS = {"train": 212_006, "discovery": 13_929, "evaluation": 1_549}
 
 
 def image_counts(cfg: Table1Config) -> dict[str, int | None]:
-    """Images per set before any tree is read: the paper's lists, or the random draw's sizes
-    (its training set depends on the tree: None)."""
+    """Images per set before any tree is read: the paper's lists (training: the 213,555 listed
+    minus the 1,549 evaluation images), or the random draw's sizes (its training set depends on
+    the tree: None)."""
+    from meanpool.imagenet import PAPER_COUNTS
+
     if cfg.selection == "paper":
-        return dict(PAPER_COUNTS)
+        return {"train": PAPER_COUNTS["training"], "discovery": PAPER_COUNTS["discovery"],
+                "evaluation": PAPER_COUNTS["evaluation"]}  # fmt: skip
     return {"train": None, "discovery": 16 * cfg.discovery_per_class,
             "evaluation": 16 * cfg.evaluation_per_class}  # fmt: skip
 
@@ -64,9 +65,12 @@ def _check_imagenet(cfg: Table1Config) -> tuple[Check, dict[str, list[Item]] | N
     counts = {"train (minus evaluation)": len(train), "discovery": len(index["discovery"]),
               "evaluation": len(evaluation), "val": len(val)}  # fmt: skip
     text = ", ".join(f"{k} {v:,}" for k, v in counts.items())
-    missing = index.get("missing", [])
+    from benchmarks.vision.inputs import index_config
+    from meanpool.imagenet import missing_record
+
+    missing = sum(m["count"] for m in missing_record(index, index_config(cfg)).values())
     if missing:
-        text += f"; {len(missing):,} listed images missing (--allow-missing: recorded)"
+        text += f"; {missing:,} listed images missing (--allow-missing: recorded)"
     return Check("ImageNet tree", True, f"{cfg.imagenet_dir}: {text}"), index
 
 

@@ -498,7 +498,7 @@ def _write_pooled(world: World, cfg: WorldConfig, subset: str, items: list, segm
         "subset": subset,
         "segments": "known (toyworld: background region(s) and object)",
         "world_digest": cfg.digest(),
-        "index": asdict(cfg.index),
+        "index": cfg.index.identity(),
         "jpeg_quality": cfg.jpeg_quality,
     }
     items = sorted(items, key=lambda it: it.rel)
