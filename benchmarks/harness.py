@@ -80,7 +80,8 @@ class Sync:
             token = box[0]
             if rank == 0 and (out / ".sync").is_dir():
                 for old in (out / ".sync").iterdir():
-                    shutil.rmtree(old, ignore_errors=True)
+                    if old.name != token:  # another rank may already wait in this launch's
+                        shutil.rmtree(old, ignore_errors=True)
         return cls(out / ".sync" / token, rank, world, **kw)
 
     def wait(self, name: str) -> None:
