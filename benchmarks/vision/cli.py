@@ -118,23 +118,20 @@ def score_cue_conflict_cmd(responses, more, json_out, headline) -> None:
         )
 
 
-def _model_and_mapping(spec, weights: Path, decision_mapping: Path | None):
-    """(the model with the weights loaded, its head's classes, the decision mapping: None for a
-    16-class head unless one is given)."""
+def _model_and_mapping(spec, weights: str | None, decision_mapping: Path | None):
+    """(the pretrained model and its adapted architecture (``sources.Pretrained``), the decision
+    mapping: None for a 16-class head unless one is given)."""
     from benchmarks.vision.evaluate import check_mapping, load_decision_mapping
-    from benchmarks.vision.models import head_outputs, load_weights, read_weights
+    from benchmarks.vision.sources import load_pretrained
     from meanpool.imagenet import sixteen_classes
 
     categories = sixteen_classes()[0]
-    sd = read_weights(weights)
-    classes = head_outputs(sd, spec)
-    model = spec.build(classes)
-    load_weights(model, sd, name=f"{weights} (for --arch {spec.name})")
+    pretrained = load_pretrained(spec, weights)
     mapping = None
-    if classes != len(categories) or decision_mapping is not None:
+    if pretrained.classes != len(categories) or decision_mapping is not None:
         mapping = load_decision_mapping(decision_mapping)
-        check_mapping(mapping, categories, classes)
-    return model, classes, mapping
+        check_mapping(mapping, categories, pretrained.classes)
+    return pretrained, mapping
 
 
 def _evaluate_summary(result: dict, tag: str, headline) -> str:
@@ -163,12 +160,18 @@ def _evaluate_summary(result: dict, tag: str, headline) -> str:
 
 
 @click.command("evaluate")
-@click.option("--arch", required=True, help="resnet18, vit_b_16, resnet18-mini, vit_b_16-mini")
+@click.option(
+    "--arch",
+    required=True,
+    help="resnet18, vit_b_16, resnet18-mini, vit_b_16-mini, or torchvision:NAME, timm:NAME, "
+    "hf:ORG/NAME",
+)
 @click.option(
     "--weights",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="torchvision state dict (.pth/.pt or .safetensors), 1000- or 16-class head",
+    default=None,
+    help="state dict (.pth/.pt or .safetensors), transformers folder or hf://ORG/NAME (local "
+    "cache only), 1000- or 16-class head; default for torchvision:/timm:/hf: names: their "
+    "pretrained weights from the local cache",
 )
 @click.option(
     "--cue-conflict-dir",
@@ -222,15 +225,14 @@ def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pool
     and shape bias (both cue-conflict scorings; the one chosen printed first); writes
     metrics/TAG.json, per_class/TAG.csv and responses/TAG.csv under OUT."""
     from benchmarks.vision.evaluate import EvalConfig, evaluate_model
-    from benchmarks.vision.models import ARCHS
+    from benchmarks.vision.models import ARCHS, LIBRARY_PREFIXES, arch_for
     from subind.io import write_json_atomic
     from subind.provenance import provenance
 
-    if arch not in ARCHS:
+    if not arch.startswith(LIBRARY_PREFIXES) and arch not in ARCHS:
         raise click.UsageError(ARCHS.unknown_message(arch))
     if batch_size is not None and batch_size < 1:
         raise click.BadParameter(f"--batch-size must be >= 1, got {batch_size}")
-    spec = ARCHS.get(arch)
     cfg = EvalConfig(
         **{
             k: v
@@ -238,12 +240,12 @@ def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pool
             if v is not None
         }
     )
-    tag = tag or weights.stem
     try:
-        model, classes, mapping = _model_and_mapping(spec, weights, decision_mapping)
+        pretrained, mapping = _model_and_mapping(arch_for(arch), weights, decision_mapping)
+        spec, classes, tag = pretrained.arch, pretrained.classes, tag or pretrained.source.tag
         start = time.perf_counter()
         result = evaluate_model(
-            model, spec, imagenet_dir=imagenet_dir, val_labels=val_labels, pooled=pooled,
+            pretrained.model, spec, imagenet_dir=imagenet_dir, val_labels=val_labels, pooled=pooled,
             cue_conflict_dir=cue_conflict_dir, mapping=mapping, out_dir=out, tag=tag, cfg=cfg,
             progress=progress, log=click.echo,
         )  # fmt: skip
@@ -252,7 +254,9 @@ def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pool
         sys.exit(1)
     record = {
         "arch": arch,
-        "weights": str(weights),
+        "weights": pretrained.source.given,
+        "weights_path": str(pretrained.source.path),
+        "preprocessing": spec.resolved_preprocessing.to_dict(),
         "tag": tag,
         "head_outputs": classes,
         "decision": "direct (16-class head)" if mapping is None else "decision mapping",

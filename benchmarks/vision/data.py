@@ -12,15 +12,21 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
-from benchmarks.vision.models import VisionArch
+from benchmarks.vision.models import TRAIN_CROPS, VisionArch
+from benchmarks.vision.preprocessing import (  # noqa: F401  (IMAGENET_*: re-exported)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INTERPOLATIONS,
+    Preprocessing,
+)
 from meanpool.loader import read_samples
 from subind.train import LoaderEpochs
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 Transform = Callable[[Image.Image], Any]
+
+_MODES = {name: T.InterpolationMode(name) for name in INTERPOLATIONS}
 
 
 def _rgb(img: Image.Image) -> Image.Image:
@@ -28,43 +34,78 @@ def _rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+class _FloorCentreCrop:
+    """Centre crop whose offset rounds down, (H - size) // 2, as transformers' image processors
+    (torchvision's CenterCrop rounds half to even: one pixel apart when H - size = 3 mod 4)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        return TF.crop(img, (h - self.size) // 2, (w - self.size) // 2, self.size, self.size)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size})"
+
+
+def _resize(p: Preprocessing, size: int | tuple[int, int] | None) -> list[Callable]:
+    if size is None:
+        return []
+    return [T.Resize(size, interpolation=_MODES[p.interpolation], antialias=True)]
+
+
+def _centre_crop(p: Preprocessing, size: int | None) -> list[Callable]:
+    if size is None:
+        return []
+    return [T.CenterCrop(size) if p.crop_rounding == "round" else _FloorCentreCrop(size)]
+
+
+def _to_input(p: Preprocessing) -> list[Callable]:
+    return [T.ToTensor(), T.Normalize(p.mean, p.std)]
+
+
 def eval_transform(arch: VisionArch) -> Transform:
-    """PIL image -> (3, S, S) float32 normalised with the ImageNet mean/std (S = image_size):
-    shorter side resized to round(S * resize_ratio) px (bilinear, antialiased), centre crop."""
+    """PIL image -> (3, S, S) float32 per ``arch.resolved_preprocessing`` (S = its size): by
+    default shorter side resized to round(image_size * resize_ratio) px (bilinear, antialiased),
+    centre crop of image_size px, ImageNet mean/std."""
+    p = arch.resolved_preprocessing
     return T.Compose(
-        [
-            T.Lambda(_rgb),
-            T.Resize(round(arch.image_size * arch.resize_ratio), antialias=True),
-            T.CenterCrop(arch.image_size),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
+        [T.Lambda(_rgb), *_resize(p, p.resize), *_centre_crop(p, p.crop), *_to_input(p)]
     )
 
 
 def train_transform(arch: VisionArch) -> Transform:
-    """PIL image -> (3, S, S) float32, normalised, randomly augmented per ``arch.train_crop`` and
-    ``arch.train_flip`` (random draws come from the torch generator of the loading process)."""
-    S = arch.image_size
+    """PIL image -> (3, S, S) float32, normalised as ``arch.resolved_preprocessing`` (mean, std,
+    interpolation), randomly augmented per ``arch.train_crop`` and ``arch.train_flip`` (random
+    draws come from the torch generator of the loading process). S = ``arch.image_size``.
+
+    Crops: "random-resized" (RandomResizedCrop(S), torchvision's ImageNet recipe), "pad" (resize
+    to S, a random S crop after reflect-padding by S // 16 px), "none" (the evaluation resize and
+    centre crop), "resize-crop" (the evaluation resize, then RandomCrop(S): the released ResNet
+    transfer recipe, Resize(256) + RandomCrop(224) for S = 224).
+    """
+    S, p = arch.image_size, arch.resolved_preprocessing
     steps: list[Callable] = [T.Lambda(_rgb)]
     if arch.train_crop == "random-resized":
-        steps.append(T.RandomResizedCrop(S, antialias=True))
+        steps.append(T.RandomResizedCrop(S, interpolation=_MODES[p.interpolation], antialias=True))
     elif arch.train_crop == "pad":
         steps += [
-            T.Resize(S, antialias=True),
+            *_resize(p, S),
             T.CenterCrop(S),
             T.RandomCrop(S, padding=max(1, S // 16), padding_mode="reflect"),
         ]
     elif arch.train_crop == "none":
-        steps += [T.Resize(round(S * arch.resize_ratio), antialias=True), T.CenterCrop(S)]
+        steps += [*_resize(p, p.resize), *_centre_crop(p, p.crop)]
+    elif arch.train_crop == "resize-crop":
+        steps += [*_resize(p, p.resize), T.RandomCrop(S)]
     else:
         raise ValueError(
-            f"unknown train_crop {arch.train_crop!r}; use 'random-resized', 'pad' or 'none'"
+            f"unknown train_crop {arch.train_crop!r}; use one of {', '.join(TRAIN_CROPS)}"
         )
     if arch.train_flip:
         steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return T.Compose(steps)
+    return T.Compose(steps + _to_input(p))
 
 
 class FileImages(Dataset):

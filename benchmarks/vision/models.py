@@ -1,9 +1,12 @@
-"""Vision architectures (a registry), weight files, classifier heads and the masking preset.
+"""Vision architectures (a registry, and any library classifier by name), weight files,
+classifier heads and the masking preset.
 
 The paper's models are torchvision's ``resnet18`` and ``vit_b_16``. The ``-mini`` versions are
 built from the same torchvision classes (``ResNet``/``BasicBlock``, ``VisionTransformer``) with
 fewer channels, blocks and layers and a 32 px input, so that module and parameter names follow
 the same pattern and the same masking preset applies; they run the whole experiment on a CPU.
+:func:`arch_for` also builds ``torchvision:NAME``, ``timm:NAME`` and ``hf:ORG/NAME`` classifiers
+(``benchmarks.vision.libraries``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.vision_transformer import VisionTransformer
 
+from benchmarks.vision.preprocessing import Preprocessing
 from subind.masks import MaskSelection
 from subind.registry import Registry
 
@@ -59,13 +63,32 @@ VIT_MASKED = MaskSelection(
 
 
 @dataclass(frozen=True)
+class LibrarySpec:
+    """A classifier another library builds by name: ``library`` "torchvision"
+    (``torchvision.models.get_model``), "timm" (``timm.create_model``) or "hf" (transformers
+    ``AutoModelForImageClassification`` from the config in ``folder``, answering plain logits)."""
+
+    library: str
+    name: str
+    folder: str | None = None  # hf: the checkpoint folder (local, or a Hugging Face cache snapshot)
+
+
+TRAIN_CROPS = ("random-resized", "pad", "none", "resize-crop")
+
+
+@dataclass(frozen=True)
 class VisionArch:
     """One architecture: how to build it, what its inputs are and what the masks cover.
 
-    Evaluation resizes the shorter side to ``round(image_size * resize_ratio)`` px and centre-crops
-    ``image_size`` px. Training augments with ``train_crop`` ("random-resized": RandomResizedCrop
-    as torchvision's ImageNet recipe; "pad": a random crop after reflect-padding by
-    image_size // 16 px; "none") and a horizontal flip when ``train_flip``.
+    Evaluation follows ``preprocessing`` (None: ImageNet's: the shorter side resized to
+    ``round(image_size * resize_ratio)`` px, a centre crop of ``image_size`` px, ImageNet
+    mean/std); a weight source brings its own (``benchmarks.vision.sources.load_pretrained``).
+    Training augments with ``train_crop`` ("random-resized": RandomResizedCrop as torchvision's
+    ImageNet recipe; "pad": a random crop after reflect-padding by image_size // 16 px; "none";
+    "resize-crop": the evaluation resize then a random crop, the released ResNet recipe) and a
+    horizontal flip when ``train_flip``. ``layer_norm_eps``: set on every ``nn.LayerNorm`` after
+    building (transformers' ViT uses 1e-12 where torchvision's uses 1e-6); None keeps the
+    architecture's own.
     """
 
     name: str
@@ -73,20 +96,54 @@ class VisionArch:
     resize_ratio: float
     head: str  # module name of the classifier Linear
     masked: MaskSelection
-    spec: ResNetSpec | ViTSpec = field(default_factory=ResNetSpec)
+    spec: ResNetSpec | ViTSpec | LibrarySpec = field(default_factory=ResNetSpec)
     train_crop: str = "random-resized"
     train_flip: bool = True
+    preprocessing: Preprocessing | None = None
+    layer_norm_eps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_crop not in TRAIN_CROPS:
+            raise ValueError(
+                f"{self.name}: unknown train_crop {self.train_crop!r}; use one of "
+                f"{', '.join(TRAIN_CROPS)}"
+            )
+        if self.preprocessing is not None and self.preprocessing.size != self.image_size:
+            raise ValueError(
+                f"{self.name} takes {self.image_size} px images but its preprocessing gives "
+                f"{self.preprocessing.size} px ({self.preprocessing.describe()}); make them agree"
+            )
+
+    @property
+    def resolved_preprocessing(self) -> Preprocessing:
+        """``preprocessing``, or ImageNet's from ``image_size`` and ``resize_ratio``."""
+        return self.preprocessing or Preprocessing.imagenet(self.image_size, self.resize_ratio)
 
     @property
     def family(self) -> str:
-        """ "vit" or "resnet": which of the paper's recipes (batch size, weights) applies."""
+        """ "vit" or "resnet": which of the paper's recipes (batch size, weights) applies;
+        "other" for a library classifier (``torchvision:``, ``timm:``, ``hf:`` names)."""
+        if isinstance(self.spec, LibrarySpec):
+            return "other"
         return "vit" if isinstance(self.spec, ViTSpec) else "resnet"
 
     def build(self, num_classes: int) -> nn.Module:
-        """A fresh model with torchvision's initialisation (deterministic under
+        """A fresh model with its library's initialisation (deterministic under
         ``torch.manual_seed``) and a ``num_classes``-way head; input (B, 3, S, S), S = image_size;
         output logits (B, num_classes)."""
         assert num_classes >= 1, f"expected num_classes >= 1, got {num_classes}"
+        model = self._build(num_classes)
+        if self.layer_norm_eps is not None:
+            for module in model.modules():
+                if isinstance(module, nn.LayerNorm):
+                    module.eps = self.layer_norm_eps
+        return model
+
+    def _build(self, num_classes: int) -> nn.Module:
+        if isinstance(self.spec, LibrarySpec):
+            from benchmarks.vision.libraries import build_library_model
+
+            return build_library_model(self.spec, num_classes)
         if isinstance(self.spec, ViTSpec):
             s = self.spec
             return VisionTransformer(
@@ -171,6 +228,30 @@ for _arch, _doc in [
     ),
 ]:
     ARCHS.register(_arch.name, _doc)(_arch)
+
+LIBRARY_PREFIXES = ("torchvision:", "timm:", "hf:")
+
+
+def arch_for(name: str) -> VisionArch:
+    """The architecture called ``name``: a registered short name (:data:`ARCHS`), or a library
+    classifier built on the fly: ``torchvision:NAME`` (any torchvision classification model),
+    ``timm:NAME`` or ``hf:ORG/NAME`` (transformers, from the local Hugging Face cache or a local
+    folder ``hf:PATH``), with family "other", the generic masking preset (every convolution and
+    Linear except the classifier) and the preprocessing of the library's default weights.
+
+    Raises ValueError (one line): an unknown short name (with "did you mean"), an unknown
+    library model, a missing optional dependency (naming the extra to install), a cache miss.
+    """
+    if name.startswith(LIBRARY_PREFIXES):
+        from benchmarks.vision.libraries import library_arch
+
+        return library_arch(name)
+    if name not in ARCHS:
+        raise ValueError(
+            ARCHS.unknown_message(name)
+            + f" Or a library classifier: {', '.join(p + 'NAME' for p in LIBRARY_PREFIXES)}."
+        )
+    return ARCHS.get(name)
 
 
 # ------------------------------------------------------------------------------ weights, heads
