@@ -147,8 +147,12 @@ class Table1Config:
         return getattr(self, f"adapt_{_family(model)}")
 
     def weights(self, model: str) -> str | None:
-        """The weights given for architecture ``model`` (its family's option)."""
-        return {"resnet": self.weights_resnet18, "vit": self.weights_vit}[_family(model)]
+        """The weights given for architecture ``model`` (its family's option; None for another
+        family's classifier: its library's default weights)."""
+        from benchmarks.vision.models import arch_for
+
+        family = arch_for(model).family
+        return {"resnet": self.weights_resnet18, "vit": self.weights_vit}.get(family)
 
 
 # The command-line option that gives the weights of each architecture family.

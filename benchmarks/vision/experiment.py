@@ -46,12 +46,16 @@ class VisionExperiment(Experiment):
     def check(self, cfg: Table1Config) -> None:
         from benchmarks.base import check_names
         from benchmarks.vision.cue_conflict import SCORINGS
-        from benchmarks.vision.models import ARCHS
+        from benchmarks.vision.models import arch_for
         from benchmarks.vision.strategies import STRATEGIES
 
         super().check(cfg)
         check_names(cfg.strategies, STRATEGIES)
-        check_names(cfg.models, ARCHS)
+        for model in cfg.models:
+            try:
+                arch_for(model)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         check_names((cfg.cue_conflict_scoring,), SCORINGS)
         for name, choices in CHOICES.items():
             if getattr(cfg, name) not in choices:
@@ -105,9 +109,24 @@ TABLE1 = VisionExperiment(
         Option("--val-labels", "val_labels", "labels for a flat val/ folder"),
         Option("--pooled", "pooled", "meanpool output folder or hf://datasets/ORG/NAME"),
         Option("--cue-conflict-dir", "cue_conflict_dir", "style-transfer-preprocessed-512"),
-        Option("--weights-resnet18", "weights_resnet18", "torchvision resnet18 state dict"),
-        Option("--weights-vit", "weights_vit", "torchvision vit_b_16 state dict"),
-        Option("--models", "models", "comma-separated, e.g. resnet18,vit_b_16", names),
+        Option(
+            "--weights-resnet18",
+            "weights_resnet18",
+            "resnet18's weights: a torchvision "
+            "state dict, a transformers checkpoint folder or hf://microsoft/resnet-18 (local "
+            "cache)",
+        ),
+        Option(
+            "--weights-vit",
+            "weights_vit",
+            "vit_b_16's weights (e.g. hf://google/vit-base-patch16-224, from the local cache)",
+        ),
+        Option(
+            "--models",
+            "models",
+            "comma-separated: resnet18, vit_b_16, torchvision:NAME, timm:NAME, hf:ORG/NAME",
+            names,
+        ),
         Option("--strategies", "strategies", "comma-separated; see `subind-bench ls`", names),
     ),
     "table1.md, table1.csv, table2.md, per_class.md, fig5.png, responses/",

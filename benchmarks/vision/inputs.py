@@ -17,7 +17,8 @@ from benchmarks.harness import StageError, Sync, rank0_first
 from benchmarks.vision.config import PRETRAIN_KEYS, WEIGHTS_OPTION, Table1Config
 from benchmarks.vision.data import FileImages, PooledImages, eval_transform, train_transform
 from benchmarks.vision.evaluate import load_decision_mapping
-from benchmarks.vision.models import ARCHS, VisionArch
+from benchmarks.vision.models import VisionArch, arch_for
+from benchmarks.vision.sources import Pretrained, load_pretrained
 from meanpool.config import IndexConfig
 from meanpool.imagenet import Item, build_index
 
@@ -30,8 +31,9 @@ class Inputs:
     pooled: str
     cue_conflict_dir: Path | None
     mapping: dict[str, list[int]]
-    num_pretrain_classes: int
-    weights: dict[str, Path]
+    # per model: a state dict file, a transformers checkpoint folder, hf://ORG/NAME, or None
+    # (a library classifier's default weights from the local cache)
+    weights: dict[str, str | None]
     index: IndexConfig
     val_labels: str | None = None
 
@@ -78,35 +80,39 @@ def index_of(cfg: Table1Config) -> dict[str, list[Item]]:
     return build_index(Path(cfg.imagenet_dir), index_config(cfg), cfg.val_labels)
 
 
+def _weights(cfg: Table1Config, model: str) -> str | None:
+    """The weights given for ``model``; required for the paper's two families."""
+    family = arch_for(model).family
+    if family not in WEIGHTS_OPTION:
+        return cfg.weights(model)
+    return _need(cfg.weights(model), WEIGHTS_OPTION[family], f"{model}'s weights")
+
+
+def load_source(inputs: Inputs, model: str) -> Pretrained:
+    """The pretrained model ``model`` and the architecture adapted to its weights (their
+    preprocessing, applied wherever the model sees images)."""
+    return load_pretrained(arch_for(model), inputs.weights[model])
+
+
 def load_pretrained_weights(cfg: Table1Config, model: str) -> str:
     """Read the weights given for ``model`` and load them into the architecture (strictly);
-    return a one-line description. Raises WeightsError (a ValueError) when they do not fit."""
-    from benchmarks.vision.models import head_outputs, load_weights, read_weights
-
-    arch = ARCHS.get(model)
-    path = _need(cfg.weights(model), WEIGHTS_OPTION[arch.family], f"{model}'s weights")
-    sd = read_weights(path)
-    classes = head_outputs(sd, arch)
-    net = arch.build(classes)
-    load_weights(net, sd, name=f"{path} (for {model})")
-    params = sum(p.numel() for p in net.parameters())
-    return f"{path}: {classes}-class head, {params:,} parameters"
+    return a one-line description. Raises a ValueError (one line) when they do not fit."""
+    p = load_pretrained(arch_for(model), _weights(cfg, model))
+    params = sum(t.numel() for t in p.model.parameters())
+    return (f"{p.source.given or 'library default'}: {p.classes}-class head, {params:,} "
+            f"parameters; preprocessing {p.preprocessing.describe()}")  # fmt: skip
 
 
 def _user_inputs(cfg: Table1Config) -> Inputs:
     imagenet = Path(_need(cfg.imagenet_dir, "--imagenet-dir", "an ImageNet root"))
     pooled = _need(cfg.pooled, "--pooled", "a meanpool output folder or hf:// dataset")
-    weights = {}
-    for m in cfg.models:
-        opt = WEIGHTS_OPTION[ARCHS.get(m).family]
-        weights[m] = Path(_need(cfg.weights(m), opt, f"{m}'s torchvision state dict"))
+    weights = {m: _weights(cfg, m) for m in cfg.models}
     cue = Path(cfg.cue_conflict_dir) if cfg.cue_conflict_dir else None
     return Inputs(
         imagenet_dir=imagenet,
         pooled=pooled,
         cue_conflict_dir=cue,
         mapping=load_decision_mapping(cfg.decision_mapping),
-        num_pretrain_classes=1000,
         weights=weights,
         index=index_config(cfg),
         val_labels=cfg.val_labels,
@@ -132,7 +138,7 @@ def _world_inputs(cfg: Table1Config, out: Path, sync: Sync, progress: bool) -> I
     def pretrain_missing(progress: bool) -> None:
         for m, path in weights.items():
             if not path.exists():
-                pretrain(ARCHS.get(m), w, pcfg, path, progress=progress)
+                pretrain(arch_for(m), w, pcfg, path, progress=progress)
 
     rank0_first(sync, pretrain_missing, progress, "pretrained")
     return Inputs(
@@ -140,8 +146,7 @@ def _world_inputs(cfg: Table1Config, out: Path, sync: Sync, progress: bool) -> I
         pooled=str(w.pooled_dir),
         cue_conflict_dir=w.cue_conflict_dir,
         mapping=load_decision_mapping(w.decision_mapping),
-        num_pretrain_classes=len(w.pretrain_classes),
-        weights=weights,
+        weights={m: str(path) for m, path in weights.items()},
         index=w.index,
     )
 
@@ -154,10 +159,10 @@ def resolve_inputs(cfg: Table1Config, out: Path, sync: Sync, progress: bool) -> 
     return _world_inputs(cfg, out, sync, progress)
 
 
-def pipeline_arch(cfg: Table1Config, model: str, inputs: Inputs) -> VisionArch:
-    """Architecture ``model`` as the pipeline uses it: with the configured training crop
-    (None: the architecture's own)."""
-    arch = ARCHS.get(model)
+def pipeline_arch(cfg: Table1Config, pretrained: Pretrained) -> VisionArch:
+    """The architecture as the pipeline uses it: adapted to its weights (their preprocessing),
+    with the configured training crop (None: the architecture's own)."""
+    arch = pretrained.arch
     if cfg.train_crop is not None:
         arch = dataclasses.replace(arch, train_crop=cfg.train_crop)
     return arch

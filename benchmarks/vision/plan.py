@@ -163,9 +163,9 @@ def _check_output(cfg: Table1Config, out: Path) -> list[Check]:
 
 def parameters(model: str) -> int:
     """Parameters of architecture ``model`` with a 16-class head."""
-    from benchmarks.vision.models import ARCHS
+    from benchmarks.vision.models import arch_for
 
-    return sum(p.numel() for p in ARCHS.get(model).build(16).parameters())
+    return sum(p.numel() for p in arch_for(model).build(16).parameters())
 
 
 def disk_needed(cfg: Table1Config) -> int:

@@ -36,6 +36,7 @@ from benchmarks.vision.inputs import (
     Data,
     Inputs,
     load_data,
+    load_source,
     pipeline_arch,
     resolve_inputs,
     training_set,
@@ -48,7 +49,6 @@ from benchmarks.vision.stages import (
     ce_loss,
     discovery_jobs,
     find_subnetwork,
-    pretrained_model,
 )
 from benchmarks.vision.strategies import STRATEGIES, StrategyInputs
 from subind.io import save_state_dict, write_json_atomic
@@ -285,11 +285,13 @@ def prepare(
 ) -> dict[str, Stages]:
     """Stages 1-3 of every architecture (cached). The adaptations, then every discovery, are
     dealt to the ranks; then every rank loads them all."""
-    archs = {m: pipeline_arch(cfg, m, inputs) for m in cfg.models}
+    sources = {m: load_source(inputs, m) for m in cfg.models}
+    archs = {m: pipeline_arch(cfg, sources[m]) for m in cfg.models}
     data = {m: load_data(cfg, inputs, archs[m]) for m in cfg.models}
+    device = resolve_device(cfg.device)
 
     def adapt(m: str):
-        return lambda p: adapted_model(cfg, inputs, data[m], archs[m], out, p)
+        return lambda p: adapted_model(cfg, sources[m].model, data[m], archs[m], out, p)
 
     deal(sync, [adapt(m) for m in cfg.models], progress, "adapted")
     adapted = {m: adapt(m)(False) for m in cfg.models}
@@ -310,19 +312,19 @@ def prepare(
             progress,
             f"subnetworks-{m}",
         )  # the random-init control of the most accurate lambda, when it was not dealt
-        pretrained = pretrained_model(cfg, inputs, archs[m])
+        pretrained = sources[m].model.to(device).eval()
         stages[m] = Stages(archs[m], pretrained, net, meta, *found, data[m])
     return stages
 
 
 def check(cfg: Table1Config) -> None:
     """Fail early (with a suggestion) on an unknown strategy or architecture."""
-    from benchmarks.vision.models import ARCHS
+    from benchmarks.vision.models import arch_for
 
     for name in cfg.strategies:
         STRATEGIES.get(name)
     for model in cfg.models:
-        ARCHS.get(model)
+        arch_for(model)
 
 
 def run_table1(

@@ -5,7 +5,8 @@ output folder by the settings it depends on:
     out/{model}/subnetworks/lam{λ}-{hash}/       subnetwork.safetensors, subnetwork.json (stage 3)
     out/{model}/subnetworks/random-init-{hash}/  Figure 11's control
 
-1. the pretrained model (the user's weights, or the mini world's pretrained model);
+1. the pretrained model (the user's weights, or the mini world's pretrained model:
+   :func:`benchmarks.vision.inputs.load_source`);
 2. adaptation to 16 classes: a new 16-way head on the frozen backbone, or the whole model
    fine-tuned (Table 1's Linear FT row, Table 2's original model, and the model discovery
    starts from);
@@ -18,6 +19,7 @@ it in the process (or on which rank ran it).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -41,8 +43,8 @@ from benchmarks.vision.data import (
     train_transform,
 )
 from benchmarks.vision.evaluate import accuracy
-from benchmarks.vision.inputs import Data, Inputs
-from benchmarks.vision.models import VisionArch, load_weights, replace_head, set_head
+from benchmarks.vision.inputs import Data
+from benchmarks.vision.models import VisionArch, replace_head, set_head
 from subind.discover import DiscoveryConfig, discover
 from subind.io import save_state_dict, write_json_atomic
 from subind.masks import MaskSelection, select_parameters
@@ -70,13 +72,6 @@ def ce_loss(device: torch.device, weight: torch.Tensor | None = None):
         return F.cross_entropy(model(x.to(device)), y.to(device), weight=w)
 
     return loss
-
-
-# --- stage 1: the pretrained model ---------------------------------------------------------------
-def pretrained_model(cfg: Table1Config, inputs: Inputs, arch: VisionArch) -> nn.Module:
-    net = arch.build(inputs.num_pretrain_classes)
-    load_weights(net, inputs.weights[arch.name])
-    return net.to(resolve_device(cfg.device)).eval()
 
 
 # --- stage 2: adaptation to 16 classes ------------------------------------------------------------
@@ -149,15 +144,16 @@ def _train_whole(
 
 
 def adapted_model(
-    cfg: Table1Config, inputs: Inputs, data: Data, arch: VisionArch, out: Path, progress: bool
-) -> tuple[nn.Module, dict[str, Any]]:
+    cfg: Table1Config, pretrained: nn.Module, data: Data, arch: VisionArch, out: Path,
+    progress: bool,
+) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
     """The pretrained model adapted to 16 classes (``cfg.adapt(model)``: "head" or "full"), on
     the originals of the discovery images or on every training image (``adapt_images``); best
     epoch on the evaluation images. Cached."""
     model, device = arch.name, resolve_device(cfg.device)
     d = out / model / f"adapted-{cfg.digest(*ADAPT_KEYS)}"
     torch.manual_seed(stage_seed(cfg, model, "adapt"))  # the new head's initialisation
-    net = replace_head(pretrained_model(cfg, inputs, arch), arch, NUM_CLASSES).to(device)
+    net = replace_head(copy.deepcopy(pretrained), arch, NUM_CLASSES).to(device)
     if (d / "adapted.json").exists():
         net.load_state_dict(load_file(str(d / "model.safetensors")))
         return net.eval(), json.loads((d / "adapted.json").read_text())

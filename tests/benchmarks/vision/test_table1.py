@@ -10,7 +10,13 @@ from benchmarks.cli import main
 from benchmarks.harness import SINGLE, StageError
 from benchmarks.vision.config import PRESETS
 from benchmarks.vision.data import epoch_loader
-from benchmarks.vision.inputs import load_data, resolve_inputs, split_items, training_set
+from benchmarks.vision.inputs import (
+    load_data,
+    load_source,
+    resolve_inputs,
+    split_items,
+    training_set,
+)
 from benchmarks.vision.models import ARCHS
 from benchmarks.vision.runs import plan_runs
 from meanpool.imagenet import Item
@@ -139,7 +145,8 @@ def test_precondition_stops_when_the_subnetwork_is_no_better(tmp_path, tiny_run)
     inputs = resolve_inputs(cfg, out, SINGLE, False)
     arch = ARCHS.get("resnet18-mini")
     data = load_data(cfg, inputs, arch)
-    adapted, meta = stages.adapted_model(cfg, inputs, data, arch, out, False)
+    source = load_source(inputs, arch.name)
+    adapted, meta = stages.adapted_model(cfg, source.model, data, source.arch, out, False)
     with pytest.raises(StageError, match="no better than the whole model"):
         stages.find_subnetwork(
             cfg, arch, adapted, {**meta, "pooled_evaluation_accuracy": 1.0}, data, out, False
