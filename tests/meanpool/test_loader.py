@@ -60,7 +60,7 @@ def test_hf_urls_read_through_the_offline_cache(built, tmp_path, offline):
 
 
 def test_folder_without_manifest_is_refused(tmp_path):
-    with pytest.raises(AssertionError, match="no manifest.json"):
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
         loader.shard_urls(tmp_path)
 
 

@@ -200,3 +200,51 @@ def test_torchrun_survives_a_rank0_stage_longer_than_the_process_group_timeout(t
     keys = [r["key"] for r in read_jsonl(out / "results.jsonl")]
     assert len(keys) == len(set(keys)) == 3
     assert not list(out.glob("results.rank*.jsonl"))
+
+
+def test_a_failed_evaluation_keeps_the_trained_model_and_the_rerun_does_not_retrain(
+    tmp_path, monkeypatch
+):
+    from benchmarks.vision import runs
+
+    cfg = dataclasses.replace(TINY, models=("resnet18-mini",), strategies=("scratch",))
+    real_evaluate, calls = runs.evaluate_model, {"evaluate": 0, "fit": 0}
+
+    def failing_once(*args, **kw):
+        calls["evaluate"] += 1
+        if calls["evaluate"] == 1:
+            raise RuntimeError("cue-conflict folder went away")
+        return real_evaluate(*args, **kw)
+
+    real_fit = runs.fit
+
+    def counting_fit(*args, **kw):
+        calls["fit"] += 1
+        return real_fit(*args, **kw)
+
+    monkeypatch.setattr(runs, "evaluate_model", failing_once)
+    monkeypatch.setattr(runs, "fit", counting_fit)
+    with pytest.raises(RuntimeError, match="went away"):
+        runs.run_table1(cfg, tmp_path, progress=False)
+    assert calls["fit"] == 1 and not (tmp_path / "results.jsonl").exists()
+    tag = "resnet18-mini_scratch_reinit_s0"
+    assert (tmp_path / "models" / f"{tag}.safetensors").exists()
+    assert (tmp_path / "models" / f"{tag}.json").exists()
+    records, _ = runs.run_table1(cfg, tmp_path, progress=False)
+    assert calls == {"evaluate": 2, "fit": 1}  # evaluated again, not trained again
+    assert len(records) == 1 and records[0]["curve"] and records[0]["train_images"] > 0
+    assert records[0]["original_accuracy"] is not None
+
+
+def test_sync_batchnorm_only_for_ddp_on_gpus():
+    from benchmarks.vision.runs import _ddp_ready
+
+    net = ARCHS.get("resnet18-mini").build(16)
+    on = _ddp_ready(TINY, net, torch.device("cuda"), world=2)
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in on.modules())
+    for device, world, cfg in ((torch.device("cpu"), 2, TINY), (torch.device("cuda"), 1, TINY),
+                               (torch.device("cuda"), 2,
+                                dataclasses.replace(TINY, sync_batchnorm=False))):  # fmt: skip
+        net = ARCHS.get("resnet18-mini").build(16)
+        assert not any(isinstance(m, torch.nn.SyncBatchNorm)
+                       for m in _ddp_ready(cfg, net, device, world).modules())  # fmt: skip

@@ -1,0 +1,93 @@
+"""`subind-bench run table1 --preset paper ... --plan` and the input checks every run makes
+before training, on a fake ImageNet tree holding a few of the paper's listed files, pooled builds
+of its lists (tiny SAM), a cue-conflict folder and a resnet18-mini state dict."""
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from benchmarks.cli import main
+from benchmarks.vision.models import ARCHS
+from tests.benchmarks.vision.helpers import make_cue_conflict
+from tests.meanpool.conftest import build_pooled_folder
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny_ckpt):
+    base = tmp_path_factory.mktemp("plan")
+    root, pooled, picks = build_pooled_folder(base, tiny_ckpt)
+    cue = make_cue_conflict(base / "cue", [("cat", "dog"), ("dog", "cat"), ("car", "car")])
+    torch.manual_seed(0)
+    weights = base / "rn.pth"
+    torch.save(ARCHS.get("resnet18-mini").build(1000).state_dict(), weights)
+    args = ["run", "table1", "--preset", "paper", "--imagenet-dir", str(root), "--pooled",
+            str(pooled), "--cue-conflict-dir", str(cue), "--weights-resnet18", str(weights),
+            "--models", "resnet18-mini"]  # fmt: skip
+    return args, picks
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    from meanpool.model import build_tiny_sam
+
+    path = tmp_path_factory.mktemp("sam") / "tiny_test.pth"
+    torch.save(build_tiny_sam(seed=0).state_dict(), path)
+    return path
+
+
+def test_plan_checks_every_input_and_trains_nothing(inputs, tmp_path):
+    args, picks = inputs
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, [*args, "--set", "allow_missing=true", "--out", str(out),
+                                    "--plan"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    text = res.output
+    # counts per split: the tree's listed training images minus the evaluation ones, one
+    # discovery, evaluation and validation image per category
+    train = len(picks["train"]) - len(picks["evaluation"])
+    assert "[ok] ImageNet tree" in text
+    assert f"train (minus evaluation) {train}, discovery 16, evaluation 16, val 16" in text
+    missing = 213_555 - len(picks["train"])
+    assert f"{missing:,} of the 213,555 listed training images missing" in text
+    for subset in ("discovery", "evaluation", "val"):
+        assert f"[ok] pooled {subset}: 16 images" in text
+    assert (
+        "[ok] cue-conflict stimuli: 3 stimuli (Geirhos et al.'s set has 1,280), 1 same-class"
+        in text
+    )
+    assert "[ok] weights of resnet18-mini" in text and "1000-class head" in text
+    assert "| ResNet18 adaptation | adapt_resnet | full | head | full |" in text
+    # adaptation 5 epochs x 1 batch; discovery 100 epochs x 1 batch x (3 lambdas + control);
+    # 7 trained runs x 33,160 steps
+    assert "| resnet18-mini | 5 | 400 | 7 | 232,120 |" in text
+    assert "Every input check passed." in text
+    assert not (out / "results.jsonl").exists() and not list(out.glob("resnet18-mini/*"))
+
+
+def test_a_missing_input_is_one_line_before_any_training(inputs, tmp_path):
+    args, _ = inputs
+    out = tmp_path / "run"
+    plan = CliRunner().invoke(main, [*args, "--out", str(out), "--plan"])
+    assert plan.exit_code == 0 and "[FAIL] ImageNet tree:" in plan.output
+    assert "input check(s) failed" in plan.output
+    res = CliRunner().invoke(main, [*args, "--out", str(out), "--no-progress"])
+    assert res.exit_code == 1
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("error: ImageNet tree:") and "--allow-missing" in line
+    assert not list(out.glob("resnet18-mini/*"))  # nothing trained
+    other = CliRunner().invoke(main, [*args, "--set", "allow_missing=true", "--out", str(out),
+                                      "--set", "selection=random", "--set",
+                                      "discovery_per_class=1", "--set",
+                                      "evaluation_per_class=1", "--plan"])  # fmt: skip
+    assert "[FAIL] pooled evaluation" in other.output and "rebuild it" in other.output
+
+
+def test_real_data_options_need_the_paper_preset(tmp_path):
+    res = CliRunner().invoke(main, ["run", "table1", "--imagenet-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "--imagenet-dir given without --preset" in res.output
+    assert "pass --preset paper" in res.output
+    res = CliRunner().invoke(main, ["run", "table1", "--preset", "mini", "--set",
+                                    f"pooled={tmp_path}"])  # fmt: skip
+    assert res.exit_code == 2 and "mini preset generates its own synthetic world" in res.output
+    res = CliRunner().invoke(main, ["run", "fig3", "--plan"])
+    assert res.exit_code == 1 and "--plan is not available for fig3" in res.output
