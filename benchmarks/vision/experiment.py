@@ -74,7 +74,13 @@ class VisionExperiment(Experiment):
         return plan_text(cfg, out, preset)
 
     def run(self, cfg: Table1Config, out: Path, preset: str, progress: bool) -> Outcome | None:
-        from benchmarks.vision.report import table1_md, table2_md, table2_rows, write_reports
+        from benchmarks.vision.report import (
+            data_note,
+            table1_md,
+            table2_md,
+            table2_rows,
+            write_reports,
+        )
         from benchmarks.vision.runs import run_table1
         from subind.runtime import dist_env
 
@@ -82,19 +88,21 @@ class VisionExperiment(Experiment):
         if dist_env()[0] != 0:
             return None  # under torchrun, rank 0 writes the reports
         table2 = table2_rows(stages)
-        write_reports(records, out, _title(cfg, preset), table2, cfg.cue_conflict_scoring)
-        return Outcome(table1_md(records, _title(cfg, preset)) + "\n" + table2_md(table2),
+        data = data_note(cfg.world)
+        write_reports(records, out, _title(cfg, preset), table2, cfg.cue_conflict_scoring, data)
+        return Outcome(table1_md(records, _title(cfg, preset), data) + "\n" + table2_md(table2),
                        len(records))  # fmt: skip
 
     def report(self, out: Path, records: list[dict[str, Any]]) -> str:
-        from benchmarks.vision.report import table1_md, write_reports
+        from benchmarks.vision.report import data_note, table1_md, write_reports
 
         saved = json.loads((out / "config.json").read_text())
         cfg = Table1Config(world=saved["config"].get("world"))
         table2_path = out / "table2.json"
         table2 = json.loads(table2_path.read_text()) if table2_path.exists() else None
-        write_reports(records, out, _title(cfg, saved.get("preset")), table2)
-        return table1_md(records, _title(cfg, saved.get("preset")))
+        title, data = _title(cfg, saved.get("preset")), data_note(cfg.world)
+        write_reports(records, out, title, table2, data=data)
+        return table1_md(records, title, data)
 
 
 TABLE1 = VisionExperiment(

@@ -84,8 +84,26 @@ def _cell(values: list[float | None], pct: bool = True) -> str:
 
 
 def _train_size(runs: list[dict[str, Any]]) -> str:
-    n = runs[0].get("train_images", 0)
-    return f"{n:,}" if n else "pretraining set"
+    """What a row was trained on: its training images, or (untrained rows) the pretraining set
+    and, for the adapted model, what its adaptation saw."""
+    r = runs[0]
+    if r.get("train_images"):
+        return f"{r['train_images']:,}"
+    adapted = r.get("adapted") if r["strategy"] == "linear-ft" else None
+    if not adapted:
+        return "pretraining set"
+    what = "head" if adapted["adapt"] == "head" else "whole model"
+    return (f"pretraining set; {what} adapted on {adapted['train_images']:,} "
+            f"{adapted['adapt_images']} images")  # fmt: skip
+
+
+def _unmasked(strategy: str, unmasked: str) -> str:
+    """The unmasked mode, for the strategies that transfer masked tensors ("-" for the ones
+    that take a whole model or none: scratch, data mixture, Linear FT, pretrained)."""
+    from benchmarks.vision.strategies import STRATEGIES
+
+    known = strategy in STRATEGIES
+    return unmasked if not known or STRATEGIES.get(strategy).uses_subnetwork else "-"
 
 
 def _rows_md(records: list[dict[str, Any]], columns: list) -> list[str]:
@@ -100,24 +118,37 @@ def _rows_md(records: list[dict[str, Any]], columns: list) -> list[str]:
     for (model, strategy, unmasked), runs in _groups(records).items():
         cells = [_cell([get(r) for r in runs]) for _, get in columns]
         lines.append(
-            f"| {model} | {strategy} | {unmasked} | {len(runs)} | {_train_size(runs)} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {model} | {strategy} | {_unmasked(strategy, unmasked)} | {len(runs)} | "
+            f"{_train_size(runs)} | " + " | ".join(cells) + " |"
         )
     return lines
 
 
-def table1_md(records: list[dict[str, Any]], title: str) -> str:
+def data_note(world: str | None) -> str:
+    """What the numbers were measured on."""
+    if world is None:
+        return ("16-class ImageNet: accuracy on its validation images (original) and their "
+                "mean-pooled versions (pooled); Geirhos et al.'s cue-conflict stimuli")  # fmt: skip
+    return (f"the synthetic shape/texture world {world!r} (generated, 32 px; not ImageNet: "
+            "its validation images, their mean-pooled versions and its own cue-conflict "
+            "stimuli)")  # fmt: skip
+
+
+def table1_md(records: list[dict[str, Any]], title: str, data: str = "") -> str:
     """Rows: model x strategy x unmasked mode; columns: train set size, original, pooled,
     cue-conflict accuracy, robustness, shape bias (percent; mean +- std over seeds), cue-conflict
-    under the standard scoring."""
+    under the standard scoring. ``data``: what the numbers were measured on."""
     lines = [
         f"# {title}",
         "",
-        "Percent, mean +- std over seeds (runs). original / pooled: 16-class ImageNet validation "
-        "images and their mean-pooled versions; cue-conflict: accuracy by shape, robustness "
-        "(1 - decided by texture), shape bias (shape / (shape + texture) decisions; same-class "
-        "stimuli left out).",
+        (f"Measured on {data}. " if data else "")
+        + "Percent, mean +- std over seeds (runs). original / pooled: validation images and their "
+        "mean-pooled versions; cue-conflict: accuracy by shape, robustness (1 - decided by "
+        "texture), shape bias (shape / (shape + texture) decisions; same-class stimuli left "
+        "out). unmasked: what a transferred model takes from the adapted model outside the "
+        "masked tensors: `reinit` (fresh) is what the paper's text describes, `inherit` (norms, "
+        'biases, BatchNorm statistics, tokens, head) what its released code ran; "-": the '
+        "strategy transfers no subnetwork.",
         "",
     ]
     return "\n".join(lines + _rows_md(records, _COLUMNS)) + "\n"
@@ -285,10 +316,10 @@ def per_class_md(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def fig5(records: list[dict[str, Any]], path: Path) -> None:
+def fig5(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
     """Figure 5: original (top) and pooled (bottom) evaluation accuracy against training steps,
     mean over seeds, one column per model; every trained strategy, subtask induction and scratch
-    drawn solid."""
+    drawn solid. The title says ``title`` (the run), the seeds and the evaluation set."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,7 +349,14 @@ def fig5(records: list[dict[str, Any]], path: Path) -> None:
             ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    seeds = sorted({r["seed"] for r in trained})
+    fig.suptitle(
+        f"Figure 5: {title or 'Table 1 runs'}\nmean over {len(seeds)} seed(s) "
+        f"({', '.join(map(str, seeds))}); accuracy on the evaluation images (model selection "
+        "set): originals and their mean-pooled versions",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 0.8, 0.93))
     write_with_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
@@ -339,17 +377,20 @@ def write_reports(
     title: str,
     table2: list[dict[str, Any]] | None,
     scoring: str | None = None,
+    data: str = "",
 ) -> None:
     """table1.md (standard scoring, the released scoring's table, the paired differences under
     ``scoring``: None = the run's own setting, ``saved_scoring(out)``), table1.csv, table2.md
-    (+ table2.json, so that `subind-bench report` can rewrite it), per_class.md and fig5.png."""
+    (+ table2.json, so that `subind-bench report` can rewrite it), per_class.md and fig5.png.
+    ``data``: what the numbers were measured on (:func:`data_note`)."""
     paired = paired_md(records, scoring or saved_scoring(out))  # an unknown name fails first
     write_text_atomic(
-        out / "table1.md", "\n".join([table1_md(records, title), released_md(records), paired])
+        out / "table1.md",
+        "\n".join([table1_md(records, title, data), released_md(records), paired]),
     )
     write_text_atomic(out / "table1.csv", table1_csv(records))
     if table2 is not None:
         write_json_atomic(out / "table2.json", table2)
         write_text_atomic(out / "table2.md", table2_md(table2))
     write_text_atomic(out / "per_class.md", per_class_md(records))
-    fig5(records, out / "fig5.png")
+    fig5(records, out / "fig5.png", title)

@@ -258,6 +258,8 @@ def run_strategy(
         "unmasked": run.unmasked,
         "seed": run.seed,
         "steps": cfg.steps if strat.trains else 0,
+        # the model every strategy but scratch and pretrained starts from
+        "adapted": {k: stages.adapted_meta[k] for k in ("adapt", "adapt_images", "train_images")},
         **fields,
     }
     if rank == 0:  # with slice, every rank evaluates its own runs

@@ -197,3 +197,27 @@ def test_report_command_on_older_results(tmp_path):
     assert "| m | subtask-induction | inherit | 2 | 100 | 85.0 +- 7.1 | 55.0 +- 7.1 | - | - |" in (
         released
     )
+
+
+def test_table1_says_what_it_measured_and_what_each_row_took():
+    recs = [
+        _rec("subtask-induction", "reinit", 0, 0.5, 0.4, 0.6),
+        _rec("scratch", "reinit", 0, 0.4, 0.2, 0.3),
+        _rec("data-mixture", "inherit", 0, 0.6, 0.3, 0.2),
+        _rec("linear-ft", "inherit", 0, 0.7, 0.3, 0.1)
+        | {"adapted": {"adapt": "head", "adapt_images": "discovery", "train_images": 13929}},
+        _rec("pretrained", "inherit", 0, 0.8, 0.3, 0.1),
+    ]
+    from benchmarks.vision.report import data_note
+
+    md = table1_md(recs, "T", data_note("mini"))
+    assert "Measured on the synthetic shape/texture world 'mini'" in md and "not ImageNet" in md
+    assert "Measured on 16-class ImageNet" in table1_md(recs, "T", data_note(None))
+    assert "`reinit` (fresh) is what the paper's text describes" in md
+    rows = {line.split(" | ")[1]: line.split(" | ") for line in md.splitlines()
+            if line.startswith("| m |")}  # fmt: skip
+    assert rows["subtask-induction"][2] == "reinit"  # transfers a subnetwork: its mode shown
+    for whole in ("scratch", "data-mixture", "linear-ft", "pretrained"):
+        assert rows[whole][2] == "-", whole
+    assert rows["linear-ft"][4] == "pretraining set; head adapted on 13,929 discovery images"
+    assert rows["pretrained"][4] == "pretraining set"
