@@ -11,6 +11,7 @@ from subind import (
     TrainConfig,
     discover,
     fit,
+    random_masks,
     select_parameters,
     transfer,
 )
@@ -63,3 +64,7 @@ def test_readme_flow_on_a_small_convnet(tmp_path):
     conv = dict(model.named_parameters())["conv.weight"]
     m = sub.masks["conv.weight"]
     assert torch.equal(new.conv.weight[m], conv[m])  # frozen entries after training
+    control = transfer(model, MyNet(), random_masks(sub.masks, seed=0), unmasked="reinit")
+    frozen = random_masks(sub.masks, seed=0)["conv.weight"]
+    assert int(frozen.sum()) == int(m.sum())  # as many entries as the subnetwork keeps
+    assert torch.equal(control.conv.weight[frozen], conv[frozen])
