@@ -136,7 +136,7 @@ def _model_workload(cfg: Table1Config, model: str) -> dict[str, int]:
     return {
         "train_batch": cfg.batch_size(model),
         "trained_runs": len(trained),
-        "train_steps": len(trained) * cfg.steps,
+        "train_steps": len(trained) * cfg.train_steps(model),
         "discovery_batch": batch,
         "discovery_runs": runs,
         "discovery_steps": runs * per_run,
@@ -216,7 +216,7 @@ def project_table1(
     def run_s(run) -> float:
         if not STRATEGIES.get(run.strategy).trains:
             return 0.0
-        return cfg.steps * step_s[(run.model, cfg.batch_size(run.model))]
+        return cfg.train_steps(run.model) * step_s[(run.model, cfg.batch_size(run.model))]
 
     plan = plan_runs(cfg)
     ranks = [sum(run_s(r) for r in plan[k :: assume.gpus]) for k in range(assume.gpus)]

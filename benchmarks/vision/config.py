@@ -106,6 +106,7 @@ class Table1Config:
     batch_size_resnet: int = 128
     batch_size_vit: int = 512
     steps: int = 33_160
+    steps_vit: int | None = None  # the ViT's step budget (None: steps)
     eval_every: int = 1_000  # Figure 5's curves: original and pooled evaluation-subset accuracy
     # The training crop: "resize-crop" (Resize(256) + RandomCrop(224) + flip: the released
     # code), or None for the architecture's own (RandomResizedCrop + flip; mini: pad + flip).
@@ -141,6 +142,11 @@ class Table1Config:
     def batch_size(self, model: str) -> int:
         """The global training batch of architecture ``model`` (its family's)."""
         return self.per_family("batch_size", model)
+
+    def train_steps(self, model: str) -> int:
+        """The step budget of architecture ``model``'s training runs."""
+        vit = _family(model) == "vit" and self.steps_vit is not None
+        return self.steps_vit if vit else self.steps
 
     def adapt(self, model: str) -> str:
         """ "head" or "full": how architecture ``model`` is adapted to 16 classes."""
@@ -209,6 +215,7 @@ RUN_KEYS = DISCOVERY_KEYS + [
     "batch_size_resnet",
     "batch_size_vit",
     "steps",
+    "steps_vit",
     "eval_every",
     "class_weighted_loss",
 ]
@@ -232,23 +239,25 @@ _PRESETS: dict[str, Table1Config] = {
         adapt_lr=5e-2,
         adapt_weight_decay=1e-4,
         adapt_lr_schedule="constant",
-        adapt_epochs=2,
+        adapt_epochs=1,
         adapt_batch_size=64,
         discovery_optimizer="adam",
         discovery_lr=3e-2,
         discovery_epochs_resnet=50,
-        discovery_epochs_vit=50,
+        discovery_epochs_vit=40,
         discovery_batch_size_resnet=64,
         discovery_batch_size_vit=64,
         discovery_augment="train",
         mask_classifier=False,
+        penalties=(1e-6, 1e-8),
         transfer_penalty=None,
-        seeds=(0, 1),
+        seeds=(0,),
         lr=2e-2,
         batch_size_resnet=64,
         batch_size_vit=64,
-        steps=600,
-        eval_every=100,
+        steps=300,
+        steps_vit=600,
+        eval_every=50,
         train_crop=None,
         class_weighted_loss=False,
         loader_workers=0,

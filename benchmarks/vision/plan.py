@@ -228,7 +228,7 @@ def projected_steps(cfg: Table1Config, counts: dict[str, int]) -> dict[str, dict
         out[model] = {
             "adaptation": cfg.adapt_epochs * -(-adapt_n // cfg.adapt_batch_size),
             "discovery": per_discovery * (len(cfg.penalties) + int(cfg.random_init_control)),
-            "transfer": cfg.steps * len(trained),
+            "transfer": cfg.train_steps(model) * len(trained),
             "transfer runs": len(trained),
         }
     return out

@@ -117,17 +117,20 @@ def best_step(history: list[dict[str, Any]]) -> int | None:
     return history[best].get("step")
 
 
-def train_config(cfg: Table1Config, checkpoint: Path | None, ddp: bool = False) -> TrainConfig:
+def train_config(
+    cfg: Table1Config, model: str, checkpoint: Path | None, ddp: bool = False
+) -> TrainConfig:
     """How a strategy's model trains: the step budget ends training; evaluation (and the
     choice of the best state) every eval_every steps."""
+    steps = cfg.train_steps(model)
     return TrainConfig(
         epochs=10**9,
         lr=cfg.lr,
         optimizer=cfg.optimizer,
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
-        max_steps=cfg.steps,
-        eval_every=min(cfg.eval_every, cfg.steps),
+        max_steps=steps,
+        eval_every=min(cfg.eval_every, steps),
         checkpoint_dir=str(checkpoint) if checkpoint else None,
         amp=cfg.amp,
         ddp=ddp,
@@ -202,7 +205,7 @@ def _train(
         ),  # fmt: skip
         ce_loss(device, weight),
         evaluate,
-        train_config(cfg, ckpt, ddp=world > 1),
+        train_config(cfg, run.model, ckpt, ddp=world > 1),
         desc=run.tag(),
         progress=progress,
     )
@@ -257,7 +260,7 @@ def run_strategy(
         "strategy": run.strategy,
         "unmasked": run.unmasked,
         "seed": run.seed,
-        "steps": cfg.steps if strat.trains else 0,
+        "steps": cfg.train_steps(run.model) if strat.trains else 0,
         # the model every strategy but scratch and pretrained starts from
         "adapted": {k: stages.adapted_meta[k] for k in ("adapt", "adapt_images", "train_images")},
         **fields,

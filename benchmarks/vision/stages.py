@@ -259,9 +259,15 @@ def discovery_jobs(
 def _control(
     cfg: Table1Config, arch: VisionArch, data: Data, lam: float, out: Path, progress: bool
 ) -> Subnetwork:
-    """Figure 11's control: discovery on a randomly initialised model of the architecture."""
+    """Figure 11's control: discovery on a randomly initialised model of the architecture.
+
+    Its classifier is drawn with PyTorch's default Linear initialisation: torchvision's ViT
+    initialises its head to zeros, which makes every gradient of a random model zero, so its
+    masks could only shrink to nothing (transformers' random ViT, the released code's, has a
+    non-zero head)."""
     torch.manual_seed(cfg.index_seed)
-    rand = arch.build(NUM_CLASSES).to(resolve_device(cfg.device)).eval()
+    rand = replace_head(arch.build(NUM_CLASSES), arch, NUM_CLASSES)
+    rand = rand.to(resolve_device(cfg.device)).eval()
     meta = {"base_model": f"{arch.name} random init", "model": arch.name, "penalty": lam}
     return _discover(cfg, rand, arch, data, lam, _subnetwork_dir(cfg, out, arch.name, lam, True),
                      meta, progress)  # fmt: skip
