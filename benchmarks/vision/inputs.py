@@ -52,10 +52,10 @@ def world_config(cfg: Table1Config) -> Any:
     from benchmarks.vision.toyworld.world import WorldConfig
 
     worlds = {
-        # 700 images per class, 32 + 16 of them the discovery and evaluation images: the pooled
-        # ones are 6.6% of data mixture's training stream (768 of 11,712), as the paper's
+        # 900 images per class, 48 + 16 of them the discovery and evaluation images: the pooled
+        # ones are 6.8% of data mixture's training stream (1,024 of 15,168), as the paper's
         # 15.4k of 228k (6.7%)
-        "mini": WorldConfig(seed=cfg.world_seed, train_per_class=700, discovery_per_class=32),
+        "mini": WorldConfig(seed=cfg.world_seed, train_per_class=900),
         "tiny": WorldConfig(
             seed=cfg.world_seed,
             distractors=2,

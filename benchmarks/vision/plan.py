@@ -46,6 +46,7 @@ class Check:
     what: str
     ok: bool
     detail: str
+    record: dict[str, Any] | None = None  # what the run records of it (counts, missing files)
 
 
 def _index(cfg: Table1Config) -> dict[str, list[Item]]:
@@ -68,11 +69,13 @@ def _check_imagenet(cfg: Table1Config) -> tuple[Check, dict[str, list[Item]] | N
     from benchmarks.vision.inputs import index_config
     from meanpool.imagenet import missing_record
 
-    missing = missing_record(index, index_config(cfg)).get("train")
+    missing_all = missing_record(index, index_config(cfg))
+    missing = missing_all.get("train")
     if missing and missing["count"]:
         text += (f"; {missing['count']:,} of the {missing['listed']:,} listed training images "
                  "missing (--allow-missing: recorded)")  # fmt: skip
-    return Check("ImageNet tree", True, f"{cfg.imagenet_dir}: {text}"), index
+    record = {"counts": counts, "selection": cfg.selection, "missing": missing_all}
+    return Check("ImageNet tree", True, f"{cfg.imagenet_dir}: {text}", record), index
 
 
 def _manifest(pooled: str, subset: str) -> dict[str, Any]:
@@ -204,11 +207,13 @@ def check_inputs(cfg: Table1Config, out: Path) -> list[Check]:
     return checks
 
 
-def require_inputs(cfg: Table1Config, out: Path) -> None:
-    """Raise StageError with the first failed check's one line."""
-    for check in check_inputs(cfg, out):
+def require_inputs(cfg: Table1Config, out: Path) -> list[Check]:
+    """Every check (all passed), or StageError with the first failed check's one line."""
+    checks = check_inputs(cfg, out)
+    for check in checks:
         if not check.ok:
             raise StageError(f"{check.what}: {check.detail}")
+    return checks
 
 
 def projected_steps(cfg: Table1Config, counts: dict[str, int]) -> dict[str, dict[str, int]]:

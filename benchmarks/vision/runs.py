@@ -16,6 +16,7 @@ each rank trains its own runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -343,8 +344,11 @@ def run_table1(
     check(cfg)
     rank, world = init_distributed(timeout=datetime.timedelta(seconds=cfg.dist_timeout_s))
     sync = Sync.start(out, rank, world)
-    if rank == 0:  # every input, before the first training step
-        require_inputs(cfg, out)
+    if rank == 0:  # every input, before the first training step; printed and recorded
+        checks = require_inputs(cfg, out)
+        for c in checks:
+            print(f"input: {c.what}: {c.detail}", flush=True)
+        write_json_atomic(out / "inputs.json", [dataclasses.asdict(c) for c in checks])
     sync.wait("inputs checked")
     inputs = resolve_inputs(cfg, out, sync, progress)
     if rank == 0:

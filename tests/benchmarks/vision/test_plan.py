@@ -91,3 +91,23 @@ def test_real_data_options_need_the_paper_preset(tmp_path):
     assert res.exit_code == 2 and "mini preset generates its own synthetic world" in res.output
     res = CliRunner().invoke(main, ["run", "fig3", "--plan"])
     assert res.exit_code == 1 and "--plan is not available for fig3" in res.output
+
+
+def test_a_run_records_the_counts_and_what_was_missing(inputs, tmp_path):
+    from benchmarks.experiments import EXPERIMENTS
+    from benchmarks.vision.plan import require_inputs
+
+    args, picks = inputs
+    given = dict(zip(args[4::2], args[5::2], strict=True))  # --option value pairs after --preset
+    cfg = EXPERIMENTS.get("table1").resolve(
+        "paper",
+        {"imagenet_dir": given["--imagenet-dir"], "pooled": given["--pooled"],
+         "cue_conflict_dir": given["--cue-conflict-dir"],
+         "weights_resnet18": given["--weights-resnet18"], "models": ("resnet18-mini",)},
+        ("allow_missing=true",),
+    )  # fmt: skip
+    checks = {c.what: c for c in require_inputs(cfg, tmp_path)}
+    record = checks["ImageNet tree"].record
+    assert record["counts"]["discovery"] == 16 and record["selection"] == "paper"
+    assert record["missing"]["train"]["count"] == 213_555 - len(picks["train"])
+    assert len(record["missing"]["evaluation"]["files"]) == 1_549 - 16
