@@ -106,6 +106,13 @@ def _unmasked(strategy: str, unmasked: str) -> str:
     return unmasked if not known or STRATEGIES.get(strategy).uses_subnetwork else "-"
 
 
+def _control_label(strategy: str, unmasked: str) -> str:
+    """'random-subnetwork (reinit)', or the name alone for a strategy that transfers no
+    subnetwork."""
+    mode = _unmasked(strategy, unmasked)
+    return strategy if mode == "-" else f"{strategy} ({mode})"
+
+
 def _rows_md(records: list[dict[str, Any]], columns: list) -> list[str]:
     """Header and one row per model x strategy x unmasked mode: runs, train set size, then
     ``columns`` (percent; mean +- std over seeds)."""
@@ -221,9 +228,8 @@ def paired_md(records: list[dict[str, Any]], scoring: str = "standard") -> str:
             m, sd = mean_std(d)
             cells.append(f"{m:+.1f}" + (f" +- {sd:.1f}" if len(d) > 1 else ""))
         lines.append(
-            f"| {p.group} | {p.mode} | {p.control} ({p.control_mode}) | {len(p.pairs)} | "
-            + " | ".join(cells)
-            + " |"
+            f"| {p.group} | {p.mode} | {_control_label(p.control, p.control_mode)} | "
+            f"{len(p.pairs)} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
 

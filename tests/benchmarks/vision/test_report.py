@@ -83,9 +83,9 @@ def test_paired_differences_like_with_like():
     assert rows["random-subnetwork (inherit)"][5].strip() == "+15.0 +- 7.1"
     assert "random-subnetwork (reinit)" not in rows
     # scratch has one mode: paired by seed; linear-ft is one run: paired with both seeds
-    assert rows["scratch (reinit)"][5].strip() == "+30.0 +- 14.1"
-    assert rows["linear-ft (inherit)"][4].strip() == "2"
-    assert rows["linear-ft (inherit)"][5].strip() == "+25.0 +- 7.1"
+    assert rows["scratch"][5].strip() == "+30.0 +- 14.1"
+    assert rows["linear-ft"][4].strip() == "2"
+    assert rows["linear-ft"][5].strip() == "+25.0 +- 7.1"
 
 
 def test_csv_and_table2_and_files(tmp_path):
@@ -149,7 +149,7 @@ def test_paired_differences_follow_the_scoring():
     # Columns: model, unmasked, control, pairs, pooled, shape bias, original, accuracy, robustness.
     std = _cells(paired_md(BOTH), "m")[0]
     rel = _cells(paired_md(BOTH, "released"), "m")[0]
-    assert std[2] == rel[2] == "scratch (reinit)"
+    assert std[2] == rel[2] == "scratch"
     assert std[4:7] == rel[4:7]  # pooled, shape bias, original: the same under both
     assert std[5] == "+35.0 +- 7.1"  # shape bias: (.5 - .2, .7 - .3)
     assert std[7:] == ["+0.0 +- 0.0", "+0.0 +- 0.0"]  # standard: .2 - .2, .7 - .7
@@ -173,7 +173,7 @@ def test_write_reports_uses_the_runs_scoring(tmp_path):
     md = (tmp_path / "table1.md").read_text()
     assert md.index("# T") < md.index("released code scored it") < md.index("paired by seed")
     # pooled: (.6 - .2, .5 - .3) = (40, 20) -> +30.0 +- 14.1
-    assert "| m | inherit | scratch (reinit) | 2 | +30.0 +- 14.1 |" in md
+    assert "| m | inherit | scratch | 2 | +30.0 +- 14.1 |" in md
     assert "under the released scoring" in md and "+25.0 +- 7.1 |" in md
     write_reports(BOTH, tmp_path, "T", None, scoring="standard")  # explicit: overrides
     assert "under the standard scoring" in (tmp_path / "table1.md").read_text()
