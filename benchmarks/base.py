@@ -127,8 +127,9 @@ class Experiment:
         """Rewrite the reports of a finished output folder; return what to print."""
         raise NotImplementedError
 
-    def plan(self, cfg: Any, out: Path, preset: str) -> str:
-        """What a run would do, and whether its inputs are there, without training (--plan)."""
+    def plan(self, cfg: Any, out: Path, preset: str) -> tuple[str, bool]:
+        """What a run would do, and whether its inputs are there, without training (--plan):
+        the text to print, and whether every input check passed."""
         raise ConfigError(f"--plan is not available for {self.name} yet")
 
 

@@ -112,7 +112,10 @@ def _run_command(exp: Experiment) -> click.Command:
         start = time.perf_counter()
         try:
             if plan:
-                click.echo(exp.plan(cfg, out, preset))
+                text, inputs_ok = exp.plan(cfg, out, preset)
+                click.echo(text)
+                if not inputs_ok:
+                    sys.exit(1)  # a dry run that found a bad input fails, as the run would
                 return
             outcome = exp.run(cfg, out, preset, progress)
         except exp.errors as e:

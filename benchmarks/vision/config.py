@@ -15,7 +15,7 @@ PAPER_STRATEGIES = ("subtask-induction", "scratch", "data-mixture", "linear-ft")
 DEFAULT_STRATEGIES = PAPER_STRATEGIES + ("random-subnetwork", "unmasked-only", "pretrained")
 # The inputs a user gives for real data (the paper preset); the synthetic presets make their own.
 REAL_DATA_FIELDS = ("imagenet_dir", "val_labels", "pooled", "cue_conflict_dir",
-                    "weights_resnet18", "weights_vit")  # fmt: skip
+                    "weights_resnet18", "weights_vit", "allow_missing")  # fmt: skip
 # Choices of the settings that name one (checked before a run starts).
 CHOICES = {
     "selection": ("paper", "random"),

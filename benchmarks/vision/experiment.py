@@ -68,7 +68,7 @@ class VisionExperiment(Experiment):
                 "transfer_penalty=none to transfer the most accurate subnetwork"
             )
 
-    def plan(self, cfg: Table1Config, out: Path, preset: str) -> str:
+    def plan(self, cfg: Table1Config, out: Path, preset: str) -> tuple[str, bool]:
         from benchmarks.vision.plan import plan_text
 
         return plan_text(cfg, out, preset)
@@ -117,6 +117,12 @@ TABLE1 = VisionExperiment(
         Option("--val-labels", "val_labels", "labels for a flat val/ folder"),
         Option("--pooled", "pooled", "meanpool output folder or hf://datasets/ORG/NAME"),
         Option("--cue-conflict-dir", "cue_conflict_dir", "style-transfer-preprocessed-512"),
+        Option(
+            "--allow-missing/--no-allow-missing",
+            "allow_missing",
+            "go on without the listed images the ImageNet tree lacks (recorded)",
+            None,
+        ),
         Option(
             "--weights-resnet18",
             "weights_resnet18",

@@ -254,7 +254,7 @@ def _runs_table(cfg: Table1Config) -> list[str]:
     return lines
 
 
-def plan_text(cfg: Table1Config, out: Path, preset: str) -> str:
+def plan_text(cfg: Table1Config, out: Path, preset: str) -> tuple[str, bool]:
     """The checks, the image counts, the runs, the fidelity choices and the projected steps."""
     checks = check_inputs(cfg, out)
     lines = [f"# Plan: table1, preset {preset}, outputs in {out}/", "", "## Inputs", ""]
@@ -290,4 +290,4 @@ def plan_text(cfg: Table1Config, out: Path, preset: str) -> str:
         "",
         f"{len(failed)} input check(s) failed." if failed else "Every input check passed.",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines), not failed

@@ -68,18 +68,21 @@ def test_a_missing_input_is_one_line_before_any_training(inputs, tmp_path):
     args, _ = inputs
     out = tmp_path / "run"
     plan = CliRunner().invoke(main, [*args, "--out", str(out), "--plan"])
-    assert plan.exit_code == 0 and "[FAIL] ImageNet tree:" in plan.output
+    assert plan.exit_code == 1 and "[FAIL] ImageNet tree:" in plan.output
     assert "input check(s) failed" in plan.output
     res = CliRunner().invoke(main, [*args, "--out", str(out), "--no-progress"])
     assert res.exit_code == 1
     line = res.output.strip().splitlines()[-1]
     assert line.startswith("error: ImageNet tree:") and "--allow-missing" in line
     assert not list(out.glob("resnet18-mini/*"))  # nothing trained
-    other = CliRunner().invoke(main, [*args, "--set", "allow_missing=true", "--out", str(out),
+    flag = CliRunner().invoke(main, [*args, "--allow-missing", "--out", str(out), "--plan"])
+    assert flag.exit_code == 0 and "Every input check passed." in flag.output
+    other = CliRunner().invoke(main, [*args, "--allow-missing", "--out", str(out),
                                       "--set", "selection=random", "--set",
                                       "discovery_per_class=1", "--set",
                                       "evaluation_per_class=1", "--plan"])  # fmt: skip
-    assert "[FAIL] pooled evaluation" in other.output and "rebuild it" in other.output
+    assert other.exit_code == 1 and "[FAIL] pooled evaluation" in other.output
+    assert "rebuild it" in other.output
 
 
 def test_real_data_options_need_the_paper_preset(tmp_path):
@@ -89,6 +92,8 @@ def test_real_data_options_need_the_paper_preset(tmp_path):
     res = CliRunner().invoke(main, ["run", "table1", "--preset", "mini", "--set",
                                     f"pooled={tmp_path}"])  # fmt: skip
     assert res.exit_code == 2 and "mini preset generates its own synthetic world" in res.output
+    res = CliRunner().invoke(main, ["run", "table1", "--preset", "mini", "--allow-missing"])
+    assert res.exit_code == 2 and "would ignore --allow-missing" in res.output
     res = CliRunner().invoke(main, ["run", "fig3", "--plan"])
     assert res.exit_code == 1 and "--plan is not available for fig3" in res.output
 
