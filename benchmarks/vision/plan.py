@@ -261,14 +261,12 @@ def plan_text(cfg: Table1Config, out: Path, preset: str) -> tuple[str, bool]:
     lines += [f"- [{'ok' if c.ok else 'FAIL'}] {c.what}: {c.detail}" for c in checks]
     counts = None
     if cfg.world is None:
-        index = next((c for c in checks if c.what == "ImageNet tree" and c.ok), None)
-        if index is not None:
-            idx = _index(cfg)
-            from benchmarks.vision.inputs import split_items
-
-            train, evaluation, _ = split_items(idx)
-            counts = {"train": len(train), "discovery": len(idx["discovery"]),
-                      "evaluation": len(evaluation)}  # fmt: skip
+        # the counts the ImageNet check found (indexing the tree again would walk it twice)
+        tree = next((c for c in checks if c.what == "ImageNet tree" and c.ok), None)
+        if tree is not None and tree.record is not None:
+            found = tree.record["counts"]
+            counts = {"train": found["train (minus evaluation)"],
+                      "discovery": found["discovery"], "evaluation": found["evaluation"]}  # fmt: skip
     else:
         lines.append(f"- the synthetic world {cfg.world!r} is generated under {out}/world")
     lines += ["", "## Runs", ""] + _runs_table(cfg)
