@@ -205,7 +205,6 @@ def test_torchrun_survives_a_rank0_stage_longer_than_the_process_group_timeout(t
     """Rank 0 builds the world and then sleeps three times the process group's timeout (2 s)
     while rank 1 waits: rank 1 must wait through files, not a collective. Every record is
     written once."""
-    import json
     import os
     import subprocess
     import sys
