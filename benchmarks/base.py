@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
+
 from benchmarks.harness import StageError
 from subind.registry import Registry
 from subind.transfer import UNMASKED_MODES
@@ -52,6 +54,13 @@ class Option:
     help: str
     parse: Callable[[str], Any] | None = str
     hidden: bool = False  # accepted but not listed by --help
+
+    def click_option(self, required: bool = False) -> click.Option:
+        """The click option (value unparsed: None when not given), for `subind-bench run` and
+        for the commands that share an experiment's options (e.g. `evaluate`)."""
+        metavar = None if self.parse is None else "VALUE"  # None: an on/off flag pair
+        return click.Option([self.flag], default=None, help=self.help, metavar=metavar,
+                            hidden=self.hidden, required=required)  # fmt: skip
 
 
 # Options every experiment has (its config has these fields).

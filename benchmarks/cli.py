@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from benchmarks.arithmetic.cli import summary_cmd
-from benchmarks.base import ConfigError, Experiment, Option
+from benchmarks.base import ConfigError, Experiment
 from benchmarks.experiments import EXPERIMENTS, experiment_of
 from benchmarks.vision.cli import evaluate_cmd, score_group
 from subind.io import read_jsonl
@@ -72,11 +72,6 @@ def ls_cmd(experiment: str | None) -> None:
         click.echo(f"  {name:28s} {STRATEGIES.doc(name)}")
 
 
-def _option(o: Option) -> click.Option:
-    metavar = None if o.parse is None else "VALUE"  # None: an on/off flag pair
-    return click.Option([o.flag], default=None, help=o.help, metavar=metavar, hidden=o.hidden)
-
-
 def _run_command(exp: Experiment) -> click.Command:
     """`subind-bench run NAME`: the options every experiment has, then the experiment's own."""
     presets = ", ".join([exp.default_preset] + [p for p in exp.presets if p != exp.default_preset])
@@ -85,7 +80,7 @@ def _run_command(exp: Experiment) -> click.Command:
         click.Option(["--out"], type=click.Path(path_type=Path), default=None,
                      help=f"output directory (default runs/{exp.name}-PRESET)"),
     ]  # fmt: skip
-    params += [_option(o) for o in exp.options]
+    params += [o.click_option() for o in exp.options]
     params += [
         click.Option(["--set", "sets"], multiple=True, metavar="FIELD=VALUE",
                      help=f"any field of the config (`subind-bench ls {exp.name}` lists them)"),

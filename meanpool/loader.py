@@ -28,7 +28,9 @@ def _parse_hf(url: str) -> tuple[str, str | None, str]:
     return m["repo"], m["rev"], m["file"]
 
 
-def _hf_file(url: str, cache_dir: str | None = None) -> str:
+def hf_file(url: str, cache_dir: str | None = None) -> str:
+    """The local path of one file of a Hub dataset, ``hf://datasets/ORG/NAME[@REV]/FILE``,
+    through the Hugging Face cache (fetched when not cached)."""
     from huggingface_hub import hf_hub_download
 
     repo, rev, name = _parse_hf(url)
@@ -52,7 +54,7 @@ def read_manifest(source: str | Path, cache_dir: str | None = None) -> dict[str,
     FileNotFoundError when a folder holds no finished build."""
     source = str(source)
     if source.startswith("hf://"):
-        return json.loads(Path(_hf_file(f"{_base(source)}/manifest.json", cache_dir)).read_text())
+        return json.loads(Path(hf_file(f"{_base(source)}/manifest.json", cache_dir)).read_text())
     manifest_path = Path(source) / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{source} has no manifest.json; is it a finished meanpool build?")
@@ -77,7 +79,7 @@ def open_shards(
     """Stage: {"url"} -> {"url", "stream"}; ``hf://`` shards are fetched into the HF cache first."""
     for src in srcs:
         url = src["url"]
-        path = _hf_file(url, cache_dir) if url.startswith("hf://") else url
+        path = hf_file(url, cache_dir) if url.startswith("hf://") else url
         with open(path, "rb") as stream:
             yield {**src, "stream": stream}
 

@@ -1,5 +1,10 @@
 """``subind-bench evaluate`` (a model you bring: original, pooled and cue-conflict accuracy,
-robustness and shape bias) and ``subind-bench score cue-conflict`` (responses files)."""
+robustness and shape bias) and ``subind-bench score cue-conflict`` (responses files).
+
+``subind-bench`` loads this module at start-up: the modules that import torchvision (models,
+evaluation) are imported inside the command that needs them, so that other commands start
+without it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,12 @@ import time
 from pathlib import Path
 
 import click
+
+from benchmarks.vision.cue_conflict import SCORINGS, CueConflictError, score_files, scoring
+from benchmarks.vision.experiment import IMAGE_OPTIONS
+from meanpool.imagenet import sixteen_classes
+from subind.io import write_json_atomic
+from subind.provenance import provenance
 
 
 def _fmt(x) -> str:
@@ -33,8 +44,6 @@ def _cue_table(rows: list[tuple[str, dict]], same_class: str, count_key: str) ->
 
 def _scoring_option(ctx: click.Context, param: click.Parameter, name: str):
     """--cue-conflict-scoring NAME -> the Scoring ("did you mean" for an unknown name)."""
-    from benchmarks.vision.cue_conflict import CueConflictError, scoring
-
     try:
         return scoring(name)
     except CueConflictError as e:
@@ -50,8 +59,6 @@ _SCORING_HELP = (
 
 def _scored_tables(scores: dict, paths: list, headline) -> list[str]:
     """The headline scoring's table and summary line, then every other scoring's table."""
-    from benchmarks.vision.cue_conflict import SCORINGS
-
     out = []
     for sc in [headline] + [SCORINGS.get(n) for n in SCORINGS if n != headline.name]:
         by = scores if sc.name == "standard" else scores[sc.name]
@@ -99,10 +106,6 @@ def score_cue_conflict_cmd(responses, more, json_out, headline) -> None:
     pooled, under both scorings (the one chosen first). Standard: same-class stimuli left out;
     released: every stimulus, a same-class one never a texture decision. `na` responses count as
     wrong (neither shape nor texture decisions)."""
-    from benchmarks.vision.cue_conflict import CueConflictError, score_files
-    from subind.io import write_json_atomic
-    from subind.provenance import provenance
-
     paths = list(responses) + list(more)
     if not paths:
         raise click.UsageError("give at least one file: --responses FILE.csv [FILE.csv ...]")
@@ -121,9 +124,8 @@ def score_cue_conflict_cmd(responses, more, json_out, headline) -> None:
 def _model_and_mapping(spec, weights: str | None, decision_mapping: Path | None):
     """(the pretrained model and its adapted architecture (``sources.Pretrained``), the decision
     mapping: None for a 16-class head unless one is given)."""
-    from benchmarks.vision.evaluate import check_mapping, load_decision_mapping
-    from benchmarks.vision.sources import load_pretrained
-    from meanpool.imagenet import sixteen_classes
+    from benchmarks.vision.evaluate import check_mapping, load_decision_mapping  # torchvision
+    from benchmarks.vision.models import load_pretrained
 
     categories = sixteen_classes()[0]
     pretrained = load_pretrained(spec, weights)
@@ -137,8 +139,6 @@ def _model_and_mapping(spec, weights: str | None, decision_mapping: Path | None)
 def _evaluate_summary(result: dict, tag: str, headline) -> str:
     """The headline table (cue-conflict under the chosen scoring), then one line per other
     scoring."""
-    from benchmarks.vision.cue_conflict import SCORINGS
-
     cue = result[headline.key]
     lines = [
         f"cue-conflict: {headline.name} scoring (same-class stimuli {headline.same_class})",
@@ -159,7 +159,10 @@ def _evaluate_summary(result: dict, tag: str, headline) -> str:
     return "\n".join(lines)
 
 
-@click.command("evaluate")
+@click.command(
+    "evaluate",
+    params=[o.click_option(required=o.field == "cue_conflict_dir") for o in IMAGE_OPTIONS],
+)
 @click.option(
     "--arch",
     required=True,
@@ -172,35 +175,6 @@ def _evaluate_summary(result: dict, tag: str, headline) -> str:
     help="state dict (.pth/.pt or .safetensors), transformers folder or hf://ORG/NAME (local "
     "cache only), 1000- or 16-class head; default for torchvision:/timm:/hf: names: their "
     "pretrained weights from the local cache",
-)
-@click.option(
-    "--cue-conflict-dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Geirhos' style-transfer-preprocessed-512 folder (<shape>/<shape><n>-<texture><m>.png)",
-)
-@click.option(
-    "--imagenet-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="ImageNet root: its 16-class val/ images are evaluated",
-)
-@click.option(
-    "--val-labels",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="labels of a flat val/ folder (LOC_val_solution.csv or '<file> <wnid>' lines)",
-)
-@click.option(
-    "--pooled",
-    default=None,
-    help="meanpool output folder (<pooled>/val/manifest.json) or hf://datasets/ORG/NAME",
-)
-@click.option(
-    "--decision-mapping",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="JSON category -> head indices (default: the packaged ImageNet-1k mapping)",
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="output directory")
 @click.option(
@@ -217,17 +191,15 @@ def _evaluate_summary(result: dict, tag: str, headline) -> str:
     callback=_scoring_option,
     help=_SCORING_HELP,
 )
-@click.option("--progress/--no-progress", default=True)  # fmt: skip
-def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pooled,
-                 decision_mapping, out, tag, device, batch_size, workers, headline,
+@click.option("--progress/--no-progress", default=True, help="progress bars on stderr")
+def evaluate_cmd(imagenet_dir, val_labels, pooled, cue_conflict_dir, decision_mapping, arch,
+                 weights, out, tag, device, batch_size, workers, headline,
                  progress) -> None:  # fmt: skip
     """Evaluate a model you bring: original, mean-pooled and cue-conflict accuracy, robustness
     and shape bias (both cue-conflict scorings; the one chosen printed first); writes
     metrics/TAG.json, per_class/TAG.csv and responses/TAG.csv under OUT."""
-    from benchmarks.vision.evaluate import EvalConfig, evaluate_model
+    from benchmarks.vision.evaluate import EvalConfig, evaluate_model  # torchvision
     from benchmarks.vision.models import ARCHS, LIBRARY_PREFIXES, arch_for
-    from subind.io import write_json_atomic
-    from subind.provenance import provenance
 
     if not arch.startswith(LIBRARY_PREFIXES) and arch not in ARCHS:
         raise click.UsageError(ARCHS.unknown_message(arch))
@@ -240,6 +212,8 @@ def evaluate_cmd(arch, weights, cue_conflict_dir, imagenet_dir, val_labels, pool
             if v is not None
         }
     )
+    cue_conflict_dir, out = Path(cue_conflict_dir), Path(out)
+    imagenet_dir = None if imagenet_dir is None else Path(imagenet_dir)
     try:
         pretrained, mapping = _model_and_mapping(arch_for(arch), weights, decision_mapping)
         spec, classes, tag = pretrained.arch, pretrained.classes, tag or pretrained.source.tag

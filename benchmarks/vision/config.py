@@ -14,7 +14,7 @@ from subind.registry import Registry
 PAPER_STRATEGIES = ("subtask-induction", "scratch", "data-mixture", "linear-ft")
 DEFAULT_STRATEGIES = PAPER_STRATEGIES + ("random-subnetwork", "unmasked-only", "pretrained")
 # The inputs a user gives for real data (the paper preset); the synthetic presets make their own.
-REAL_DATA_FIELDS = ("imagenet_dir", "val_labels", "pooled", "cue_conflict_dir",
+REAL_DATA_FIELDS = ("imagenet_dir", "val_labels", "pooled", "cue_conflict_dir", "decision_mapping",
                     "weights_resnet18", "weights_vit", "allow_missing")  # fmt: skip
 # Choices of the settings that name one (checked before a run starts).
 CHOICES = {
@@ -134,43 +134,32 @@ class Table1Config:
     def digest(self, *names: str) -> str:
         return config_digest(self, *names)
 
-    def per_family(self, name: str, model: str) -> int:
-        """Setting ``name`` (e.g. "batch_size") for architecture ``model``: the ``_resnet`` or
-        ``_vit`` field of its family."""
-        return getattr(self, f"{name}_{_family(model)}")
+    def per_family(self, name: str, family: str) -> int:
+        """Setting ``name`` (e.g. "batch_size") of a recipe family ("resnet" or "vit": see
+        ``benchmarks.vision.models.recipe_family``): its ``_resnet`` or ``_vit`` field."""
+        assert family in ("resnet", "vit"), f"expected a recipe family, got {family!r}"
+        return getattr(self, f"{name}_{family}")
 
-    def batch_size(self, model: str) -> int:
-        """The global training batch of architecture ``model`` (its family's)."""
-        return self.per_family("batch_size", model)
+    def batch_size(self, family: str) -> int:
+        """The global training batch of a recipe family."""
+        return self.per_family("batch_size", family)
 
-    def train_steps(self, model: str) -> int:
-        """The step budget of architecture ``model``'s training runs."""
-        vit = _family(model) == "vit" and self.steps_vit is not None
-        return self.steps_vit if vit else self.steps
+    def train_steps(self, family: str) -> int:
+        """The step budget of a recipe family's training runs."""
+        return self.steps_vit if family == "vit" and self.steps_vit is not None else self.steps
 
-    def adapt(self, model: str) -> str:
-        """ "head" or "full": how architecture ``model`` is adapted to 16 classes."""
-        return getattr(self, f"adapt_{_family(model)}")
+    def adapt(self, family: str) -> str:
+        """ "head" or "full": how a recipe family's model is adapted to 16 classes."""
+        return self.per_family("adapt", family)
 
-    def weights(self, model: str) -> str | None:
-        """The weights given for architecture ``model`` (its family's option; None for another
-        family's classifier: its library's default weights)."""
-        from benchmarks.vision.models import arch_for
-
-        family = arch_for(model).family
-        return {"resnet": self.weights_resnet18, "vit": self.weights_vit}.get(family)
+    def weights(self, family: str) -> str | None:
+        """The weights given for the paper's model of a family (``weights_resnet18`` /
+        ``weights_vit``)."""
+        return {"resnet": self.weights_resnet18, "vit": self.weights_vit}[family]
 
 
 # The command-line option that gives the weights of each architecture family.
 WEIGHTS_OPTION = {"resnet": "--weights-resnet18", "vit": "--weights-vit"}
-
-
-def _family(model: str) -> str:
-    """ "resnet" or "vit": whose recipe an architecture follows (other families: ResNet's)."""
-    from benchmarks.vision.models import ARCHS  # torchvision: only when a run needs it
-
-    family = ARCHS.get(model).family
-    return family if family in ("resnet", "vit") else "resnet"
 
 
 _INPUT_KEYS = ["imagenet_dir", "val_labels", "pooled", "world", "world_seed", "allow_missing"]

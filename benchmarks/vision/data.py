@@ -1,26 +1,28 @@
-"""Image transforms, datasets (image files; meanpool shards held in memory) and loaders."""
+"""Images as a model sees them: transforms (each weight source's preprocessing, the training
+augmentations), datasets (image files; meanpool shards held in memory), loaders, and the image
+sets of one run (training, evaluation, pooled: evaluation images never trained on)."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from benchmarks.vision.models import TRAIN_CROPS, VisionArch
-from benchmarks.vision.preprocessing import (  # noqa: F401  (IMAGENET_*: re-exported)
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    INTERPOLATIONS,
-    Preprocessing,
-)
+from benchmarks.harness import StageError
+from benchmarks.vision.models import TRAIN_CROPS, Preprocessing, VisionArch
+from benchmarks.vision.models.preprocessing import INTERPOLATIONS
+from meanpool.config import IndexConfig
+from meanpool.imagenet import Item
 from meanpool.loader import read_samples
 from subind.train import LoaderEpochs
 
@@ -160,7 +162,7 @@ class PooledImages(Dataset):
                 f"{folder} has no manifest.json; --pooled must be a folder holding one finished "
                 f"meanpool build per subset (<pooled>/{subset}/manifest.json)"
             )
-        self.transform = transform
+        self.source, self.transform = str(source), transform
         self._jpgs: list[bytes] = []
         self.labels: list[int] = []
         self.sources: list[str] = []
@@ -173,6 +175,12 @@ class PooledImages(Dataset):
 
     def __len__(self) -> int:
         return len(self._jpgs)
+
+    def with_transform(self, transform: Transform | None) -> PooledImages:
+        """The same images (their bytes shared, not read again) under another transform."""
+        other = copy.copy(self)
+        other.transform = transform
+        return other
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         img = Image.open(io.BytesIO(self._jpgs[i])).convert("RGB")
@@ -202,3 +210,93 @@ def in_order(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
     return DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available()
     )
+
+
+# ------------------------------------------------------------------------------ a run's image sets
+@dataclass
+class ImageSets:
+    """The image sets of one architecture (its transforms): training items exclude the
+    evaluation subset; validation items are ImageNet's val split."""
+
+    train: Dataset  # original 16-class train images minus the evaluation subset
+    evaluation: Dataset  # the evaluation subset, original images (model selection, Figure 5)
+    pooled_discovery: Dataset  # augmented or not, as discovery_augment says
+    pooled_evaluation: Dataset
+    root: Path
+    train_items: list[Item]
+    discovery_items: list[Item]  # the discovery subset, original images (adaptation)
+    evaluation_items: list[Item]
+    val_items: list[Item]
+
+
+def split_items(index: dict[str, list[Item]]) -> tuple[list[Item], list[Item], list[Item]]:
+    """(train, evaluation, val) items: every 16-class train image except the evaluation subset,
+    de-duplicated by path; raises StageError if any evaluation or val image would be trained on."""
+    held_out = {it.rel for it in index["evaluation"]}
+    seen: set[str] = set()
+    train = []
+    for it in index["train"]:
+        if it.rel not in held_out and it.rel not in seen:
+            seen.add(it.rel)
+            train.append(it)
+    val_rels = {it.rel for it in index["val"]}
+    leaked = (seen & held_out) | (seen & val_rels)
+    if leaked:
+        raise StageError(f"{len(leaked)} evaluation/val images are in the training set, e.g. "
+                         f"{sorted(leaked)[0]}; check the ImageNet layout")  # fmt: skip
+    return train, list(index["evaluation"]), list(index["val"])
+
+
+def image_sets(
+    arch: VisionArch,
+    root: Path,
+    index: dict[str, list[Item]],
+    pooled: dict[str, PooledImages],
+    index_config: IndexConfig,
+    augment_discovery: bool,
+) -> ImageSets:
+    """The image sets of ``arch`` (its transforms) from the run's ``index`` of the ImageNet tree
+    at ``root`` and its ``pooled`` "discovery" and "evaluation" builds (loaded once per run,
+    shared here), checked: the pooled evaluation build holds exactly the index's evaluation
+    images, none of which is trained on. ``augment_discovery``: discovery sees the training
+    augmentation (else the evaluation transform)."""
+    train, evaluation, val = split_items(index)
+    pooled_eval = pooled["evaluation"].with_transform(eval_transform(arch))
+    want = {it.rel for it in evaluation}
+    if set(pooled_eval.sources) != want:
+        how = (
+            ""
+            if index_config.selection == "paper"
+            else f", discovery/evaluation per class {index_config.discovery_per_class}/"
+            f"{index_config.evaluation_per_class}, seed {index_config.seed}"
+        )
+        raise StageError(
+            f"the pooled evaluation subset in {pooled_eval.source} holds "
+            f"{len(pooled_eval.sources)} images, not the "
+            f"{len(want)} of this index (selection {index_config.selection}{how}); build it with "
+            "the same `meanpool index` settings"
+        )
+    leaked = {it.rel for it in train} & set(pooled_eval.sources)
+    assert not leaked, f"evaluation images in the training set: {sorted(leaked)[:3]}"
+    discovery_transform = train_transform(arch) if augment_discovery else eval_transform(arch)
+    return ImageSets(
+        train=FileImages(root, [(it.rel, it.label) for it in train], train_transform(arch)),
+        evaluation=FileImages(
+            root, [(it.rel, it.label) for it in evaluation], eval_transform(arch)
+        ),
+        pooled_discovery=pooled["discovery"].with_transform(discovery_transform),
+        pooled_evaluation=pooled_eval,
+        root=root,
+        train_items=train,
+        discovery_items=list(index["discovery"]),
+        evaluation_items=evaluation,
+        val_items=val,
+    )
+
+
+def training_set(data: ImageSets, pooled_in_training: bool) -> Dataset:
+    """The original training images, plus (data mixture) the pooled discovery and evaluation
+    images, really added to the stream."""
+    if not pooled_in_training:
+        return data.train
+    return ConcatDataset([data.train, data.pooled_discovery, data.pooled_evaluation])

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from benchmarks.vision.cue_conflict import (
     SCORINGS,
@@ -133,8 +134,6 @@ def predict(
 ) -> tuple[list[int], list[int]]:
     """(decisions, labels) over ``dataset`` (items (image tensor, label)), in dataset order; the
     model is put in eval mode on ``cfg.device``."""
-    from tqdm.auto import tqdm
-
     device = resolve_device(cfg.device)
     model.eval().to(device)
     preds: list[int] = []

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import COMMON_OPTIONS, ConfigError, Experiment, Option, Outcome, names
-from benchmarks.vision.config import CHOICES, PRESETS, REAL_DATA_FIELDS, Table1Config
+from benchmarks.vision.config import PRESETS, REAL_DATA_FIELDS, Table1Config
+from subind.runtime import dist_env
 
 
 def _title(cfg: Table1Config, preset: str | None) -> str:
@@ -44,29 +45,11 @@ class VisionExperiment(Experiment):
         return cfg
 
     def check(self, cfg: Table1Config) -> None:
-        from benchmarks.base import check_names
-        from benchmarks.vision.cue_conflict import SCORINGS
-        from benchmarks.vision.models import arch_for
-        from benchmarks.vision.strategies import STRATEGIES
+        # The pipeline's modules import torchvision: only once a command needs them, so that
+        # `subind-bench ls` and the arithmetic experiments start without it (here and below).
+        from benchmarks.vision.checks import check_config
 
-        super().check(cfg)
-        check_names(cfg.strategies, STRATEGIES)
-        for model in cfg.models:
-            try:
-                arch_for(model)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
-        check_names((cfg.cue_conflict_scoring,), SCORINGS)
-        for name, choices in CHOICES.items():
-            if getattr(cfg, name) not in choices:
-                raise ConfigError(f"{name} takes {' or '.join(choices)}, got "
-                                  f"{getattr(cfg, name)!r} (--set {name}=...)")  # fmt: skip
-        if cfg.transfer_penalty is not None and cfg.transfer_penalty not in cfg.penalties:
-            raise ConfigError(
-                f"transfer_penalty {cfg.transfer_penalty:g} is not one of the penalties "
-                f"({', '.join(f'{p:g}' for p in cfg.penalties)}); add it, or set "
-                "transfer_penalty=none to transfer the most accurate subnetwork"
-            )
+        check_config(cfg)
 
     def plan(self, cfg: Table1Config, out: Path, preset: str) -> tuple[str, bool]:
         from benchmarks.vision.plan import plan_text
@@ -82,7 +65,6 @@ class VisionExperiment(Experiment):
             write_reports,
         )
         from benchmarks.vision.runs import run_table1
-        from subind.runtime import dist_env
 
         records, stages = run_table1(cfg, out, progress, preset)
         if dist_env()[0] != 0:
@@ -105,6 +87,20 @@ class VisionExperiment(Experiment):
         return table1_md(records, title, data)
 
 
+# The image inputs of table1, shared with `subind-bench evaluate` (benchmarks/vision/cli.py).
+IMAGE_OPTIONS = (
+    Option("--imagenet-dir", "imagenet_dir", "ImageNet root (train/<wnid>/, val/<wnid>/ or a "
+           "flat val/ with --val-labels); its 16-class validation images are evaluated"),
+    Option("--val-labels", "val_labels", "labels of a flat val/ folder (LOC_val_solution.csv "
+           "or '<file> <wnid>' lines)"),
+    Option("--pooled", "pooled", "a folder of meanpool builds (<pooled>/<subset>/manifest.json) "
+           "or hf://datasets/ORG/NAME from the local Hugging Face cache"),
+    Option("--cue-conflict-dir", "cue_conflict_dir", "Geirhos et al.'s "
+           "style-transfer-preprocessed-512 folder (<shape>/<shape><n>-<texture><m>.png)"),
+    Option("--decision-mapping", "decision_mapping", "JSON category -> head indices, for a head "
+           "that is not 16-way (default: the packaged ImageNet-1k mapping)"),
+)  # fmt: skip
+
 TABLE1 = VisionExperiment(
     "table1",
     "vision Subtask Induction: paper Tables 1-2, Figures 5 and 11, Appendix C",
@@ -112,11 +108,8 @@ TABLE1 = VisionExperiment(
     PRESETS,
     "mini",
     COMMON_OPTIONS
+    + IMAGE_OPTIONS
     + (
-        Option("--imagenet-dir", "imagenet_dir", "ImageNet root (train/<wnid>/, val/)"),
-        Option("--val-labels", "val_labels", "labels for a flat val/ folder"),
-        Option("--pooled", "pooled", "meanpool output folder or hf://datasets/ORG/NAME"),
-        Option("--cue-conflict-dir", "cue_conflict_dir", "style-transfer-preprocessed-512"),
         Option(
             "--allow-missing/--no-allow-missing",
             "allow_missing",

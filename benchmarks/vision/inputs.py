@@ -1,7 +1,10 @@
-"""The inputs of the vision experiments and the image sets built from them: the user's ImageNet,
-pooled builds, cue-conflict folder and weights (paper preset), or the synthetic world and its
-pretrained models (mini and tiny presets), and per architecture the training, evaluation and
-pooled datasets (evaluation images never in the training set).
+"""Every input of a table1 run, resolved once: where the images, pooled builds, stimuli and
+weights live (the user's paths, or the synthetic world's), the ImageNet tree indexed once, the
+pooled builds read once, and per model one :class:`ModelEntry` (its architecture adapted to its
+weights, the recipe family it follows, the pretrained model loaded) that every stage takes.
+
+:class:`Resolver` memoises each input, so that the input checks (:mod:`benchmarks.vision.checks`)
+and the run read each weight file and walk the tree once on a rank.
 """
 
 from __future__ import annotations
@@ -11,31 +14,80 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import ConcatDataset, Dataset
-
-from benchmarks.harness import StageError, Sync, rank0_first
+from benchmarks.harness import SINGLE, StageError, Sync, rank0_first
 from benchmarks.vision.config import PRETRAIN_KEYS, WEIGHTS_OPTION, Table1Config
-from benchmarks.vision.data import FileImages, PooledImages, eval_transform, train_transform
+from benchmarks.vision.data import ImageSets, PooledImages, image_sets
 from benchmarks.vision.evaluate import load_decision_mapping
-from benchmarks.vision.models import VisionArch, arch_for
-from benchmarks.vision.sources import Pretrained, load_pretrained
+from benchmarks.vision.models import (
+    Pretrained,
+    VisionArch,
+    arch_for,
+    load_pretrained,
+    recipe_family,
+)
+from benchmarks.vision.toyworld.pretrain import PretrainConfig, pretrain
+from benchmarks.vision.toyworld.world import WorldConfig, make_world
 from meanpool.config import IndexConfig
 from meanpool.imagenet import Item, build_index
 
+# The pooled builds a run trains and selects on (the "val" build is evaluation's, per model).
+POOLED_RUN_SUBSETS = ("discovery", "evaluation")
+
 
 @dataclass(frozen=True)
-class Inputs:
-    """Where every input lives once resolved (the user's paths, or the synthetic world's)."""
+class ModelEntry:
+    """One model of the run, resolved once. ``arch``: adapted to its weights (their
+    preprocessing, LayerNorm eps) with the run's training crop; ``family``: whose recipe it
+    follows ("resnet" or "vit"); ``pretrained``: the loaded model (eval mode, CPU), its head size
+    and where its weights came from."""
+
+    name: str
+    arch: VisionArch
+    family: str
+    pretrained: Pretrained
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where every input lives: the user's paths (paper preset) or the synthetic world's."""
 
     imagenet_dir: Path
     pooled: str
     cue_conflict_dir: Path | None
-    mapping: dict[str, list[int]]
+    decision_mapping: str | Path | None  # None: the packaged ImageNet-1k mapping
     # per model: a state dict file, a transformers checkpoint folder, hf://ORG/NAME, or None
     # (a library classifier's default weights from the local cache)
     weights: dict[str, str | None]
-    index: IndexConfig
+    index_config: IndexConfig
     val_labels: str | None = None
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Every input of a run, resolved: the sources, the decision mapping, the tree's index
+    ({"train", "discovery", "evaluation", "val"}), the pooled discovery and evaluation builds
+    (no transform: each model takes them with its own) and one entry per model."""
+
+    sources: Sources
+    mapping: dict[str, list[int]]
+    index: dict[str, list[Item]]
+    pooled: dict[str, PooledImages]
+    models: dict[str, ModelEntry]
+
+    @property
+    def imagenet_dir(self) -> Path:
+        return self.sources.imagenet_dir
+
+    def image_sets(self, model: str, augment_discovery: bool) -> ImageSets:
+        """``model``'s image sets (its transforms) over the run's index and pooled builds."""
+        return image_sets(self.models[model].arch, self.imagenet_dir, self.index, self.pooled,
+                          self.sources.index_config, augment_discovery)  # fmt: skip
+
+
+def resolve_archs(cfg: Table1Config) -> dict[str, VisionArch]:
+    """The architecture of every model of the run (the pipeline's one call of ``arch_for``);
+    ValueError (one line) for an unknown name."""
+    return {m: arch_for(m) for m in cfg.models}
 
 
 def _need(value: str | None, option: str, what: str) -> str:
@@ -44,13 +96,35 @@ def _need(value: str | None, option: str, what: str) -> str:
     return value
 
 
-def world_config(cfg: Table1Config) -> Any:
+def index_config(cfg: Table1Config) -> IndexConfig:
+    """meanpool's index settings of the run's image sets."""
+    return IndexConfig(cfg.discovery_per_class, cfg.evaluation_per_class, cfg.index_seed,
+                       selection=cfg.selection, allow_missing=cfg.allow_missing)  # fmt: skip
+
+
+def user_sources(cfg: Table1Config, archs: dict[str, VisionArch]) -> Sources:
+    """The user's inputs (paper preset); StageError (one line) for a required option not given.
+    The weights of the paper's two families come from their options (required when loaded); a
+    library classifier's are its default weights from the local cache (None)."""
+    weights = {
+        m: cfg.weights(a.family) if a.family in WEIGHTS_OPTION else None for m, a in archs.items()
+    }
+    return Sources(
+        imagenet_dir=Path(_need(cfg.imagenet_dir, "--imagenet-dir", "an ImageNet root")),
+        pooled=_need(cfg.pooled, "--pooled", "a meanpool output folder or hf:// dataset"),
+        cue_conflict_dir=Path(cfg.cue_conflict_dir) if cfg.cue_conflict_dir else None,
+        decision_mapping=cfg.decision_mapping,
+        weights=weights,
+        index_config=index_config(cfg),
+        val_labels=cfg.val_labels,
+    )
+
+
+def world_config(cfg: Table1Config) -> WorldConfig:
     """The synthetic world's settings: "mini" (toyworld's defaults, calibrated so that the
     pretrained models are texture-biased yet above chance on pooled images) or "tiny" (a few
     images per class, for tests). With a world, its own subsets replace discovery_per_class /
     evaluation_per_class."""
-    from benchmarks.vision.toyworld.world import WorldConfig
-
     worlds = {
         # 900 images per class, 48 + 16 of them the discovery and evaluation images: the pooled
         # ones are 6.8% of data mixture's training stream (1,024 of 15,168), as the paper's
@@ -73,60 +147,11 @@ def world_config(cfg: Table1Config) -> Any:
     return worlds[cfg.world]
 
 
-def index_config(cfg: Table1Config) -> IndexConfig:
-    """meanpool's index settings of the run's image sets."""
-    return IndexConfig(cfg.discovery_per_class, cfg.evaluation_per_class, cfg.index_seed,
-                       selection=cfg.selection, allow_missing=cfg.allow_missing)  # fmt: skip
-
-
-def index_of(cfg: Table1Config) -> dict[str, list[Item]]:
-    """The image sets of the user's ImageNet tree ({"train", "discovery", "evaluation", "val"})."""
-    return build_index(Path(cfg.imagenet_dir), index_config(cfg), cfg.val_labels)
-
-
-def _weights(cfg: Table1Config, model: str) -> str | None:
-    """The weights given for ``model``; required for the paper's two families."""
-    family = arch_for(model).family
-    if family not in WEIGHTS_OPTION:
-        return cfg.weights(model)
-    return _need(cfg.weights(model), WEIGHTS_OPTION[family], f"{model}'s weights")
-
-
-def load_source(inputs: Inputs, model: str) -> Pretrained:
-    """The pretrained model ``model`` and the architecture adapted to its weights (their
-    preprocessing, applied wherever the model sees images)."""
-    return load_pretrained(arch_for(model), inputs.weights[model])
-
-
-def load_pretrained_weights(cfg: Table1Config, model: str) -> str:
-    """Read the weights given for ``model`` and load them into the architecture (strictly);
-    return a one-line description. Raises a ValueError (one line) when they do not fit."""
-    p = load_pretrained(arch_for(model), _weights(cfg, model))
-    params = sum(t.numel() for t in p.model.parameters())
-    return (f"{p.source.given or 'library default'}: {p.classes}-class head, {params:,} "
-            f"parameters; preprocessing {p.preprocessing.describe()}")  # fmt: skip
-
-
-def _user_inputs(cfg: Table1Config) -> Inputs:
-    imagenet = Path(_need(cfg.imagenet_dir, "--imagenet-dir", "an ImageNet root"))
-    pooled = _need(cfg.pooled, "--pooled", "a meanpool output folder or hf:// dataset")
-    weights = {m: _weights(cfg, m) for m in cfg.models}
-    cue = Path(cfg.cue_conflict_dir) if cfg.cue_conflict_dir else None
-    return Inputs(
-        imagenet_dir=imagenet,
-        pooled=pooled,
-        cue_conflict_dir=cue,
-        mapping=load_decision_mapping(cfg.decision_mapping),
-        weights=weights,
-        index=index_config(cfg),
-        val_labels=cfg.val_labels,
-    )
-
-
-def _world_inputs(cfg: Table1Config, out: Path, sync: Sync, progress: bool) -> Inputs:
-    from benchmarks.vision.toyworld.pretrain import PretrainConfig, pretrain
-    from benchmarks.vision.toyworld.world import make_world
-
+def world_sources(
+    cfg: Table1Config, archs: dict[str, VisionArch], out: Path, sync: Sync, progress: bool
+) -> Sources:
+    """The synthetic world and its pretrained models (``cfg.world``), built by rank 0 and cached
+    in ``out`` (the other ranks wait, then find them)."""
     wcfg = world_config(cfg)
     w = rank0_first(sync, lambda p: make_world(out / "world", wcfg, p), progress, "world")
     pcfg = PretrainConfig(
@@ -136,118 +161,120 @@ def _world_inputs(cfg: Table1Config, out: Path, sync: Sync, progress: bool) -> I
         seed=cfg.world_seed,
     )
     weights = {
-        m: out / "pretrained" / f"{m}-{cfg.digest(*PRETRAIN_KEYS)}.safetensors" for m in cfg.models
+        m: out / "pretrained" / f"{m}-{cfg.digest(*PRETRAIN_KEYS)}.safetensors" for m in archs
     }
 
     def pretrain_missing(progress: bool) -> None:
         for m, path in weights.items():
             if not path.exists():
-                pretrain(arch_for(m), w, pcfg, path, progress=progress)
+                pretrain(archs[m], w, pcfg, path, progress=progress)
 
     rank0_first(sync, pretrain_missing, progress, "pretrained")
-    return Inputs(
+    return Sources(
         imagenet_dir=w.imagenet_dir,
         pooled=str(w.pooled_dir),
         cue_conflict_dir=w.cue_conflict_dir,
-        mapping=load_decision_mapping(w.decision_mapping),
+        decision_mapping=w.decision_mapping,
         weights={m: str(path) for m, path in weights.items()},
-        index=w.index,
+        index_config=w.index,
     )
 
 
-def resolve_inputs(cfg: Table1Config, out: Path, sync: Sync, progress: bool) -> Inputs:
-    """The user's inputs (paper preset), or the synthetic world and its pretrained models
-    (``world="mini"``), built by rank 0 and cached in ``out``."""
-    if cfg.world is None:
-        return _user_inputs(cfg)
-    return _world_inputs(cfg, out, sync, progress)
+class Resolver:
+    """Each input of a run resolved on first use and kept: the tree's index, each model's
+    weights (read once), the pooled builds (read once). The input checks and the run share one
+    resolver, so rank 0 reads nothing twice."""
 
+    def __init__(self, cfg: Table1Config, archs: dict[str, VisionArch], sources: Sources) -> None:
+        self.cfg, self.archs, self.sources = cfg, archs, sources
+        self._index: dict[str, list[Item]] | None = None
+        self._pretrained: dict[str, Pretrained] = {}
+        self._pooled: dict[str, PooledImages] = {}
 
-def pipeline_arch(cfg: Table1Config, pretrained: Pretrained) -> VisionArch:
-    """The architecture as the pipeline uses it: adapted to its weights (their preprocessing),
-    with the configured training crop (None: the architecture's own)."""
-    arch = pretrained.arch
-    if cfg.train_crop is not None:
-        arch = dataclasses.replace(arch, train_crop=cfg.train_crop)
-    return arch
+    def index(self) -> dict[str, list[Item]]:
+        """The image sets of the ImageNet tree ({"train", "discovery", "evaluation", "val"})."""
+        if self._index is None:
+            s = self.sources
+            self._index = build_index(s.imagenet_dir, s.index_config, s.val_labels)
+        return self._index
 
+    def pretrained(self, model: str) -> Pretrained:
+        """``model``'s pretrained model and its architecture adapted to the weights."""
+        if model not in self._pretrained:
+            arch, weights = self.archs[model], self.sources.weights[model]
+            if weights is None and arch.family in WEIGHTS_OPTION:
+                option = WEIGHTS_OPTION[arch.family]
+                _need(weights, option, f"{model}'s weights")
+            self._pretrained[model] = load_pretrained(arch, weights)
+        return self._pretrained[model]
 
-@dataclass
-class Data:
-    """The image sets of one architecture (its transforms): training items exclude the
-    evaluation subset; validation items are ImageNet's val split."""
+    def pooled(self, subset: str) -> PooledImages:
+        """One pooled build (no transform), its images read once."""
+        if subset not in self._pooled:
+            self._pooled[subset] = PooledImages(self.sources.pooled, subset, None)
+        return self._pooled[subset]
 
-    train: Dataset  # original 16-class train images minus the evaluation subset
-    evaluation: Dataset  # the evaluation subset, original images (model selection, Figure 5)
-    pooled_discovery: Dataset  # augmented or not, as discovery_augment says
-    pooled_evaluation: Dataset
-    root: Path
-    train_items: list[Item]
-    discovery_items: list[Item]  # the discovery subset, original images (adaptation)
-    evaluation_items: list[Item]
-    val_items: list[Item]
+    def entry(self, model: str) -> ModelEntry:
+        """``model`` resolved: the architecture adapted to its weights with the run's
+        training crop (None: the architecture's own), its recipe family, its weights."""
+        p = self.pretrained(model)
+        arch = p.arch
+        if self.cfg.train_crop is not None:
+            arch = dataclasses.replace(arch, train_crop=self.cfg.train_crop)
+        return ModelEntry(model, arch, recipe_family(arch), p)
 
-
-def split_items(index: dict[str, list[Item]]) -> tuple[list[Item], list[Item], list[Item]]:
-    """(train, evaluation, val) items: every 16-class train image except the evaluation subset,
-    de-duplicated by path; raises StageError if any evaluation or val image would be trained on."""
-    held_out = {it.rel for it in index["evaluation"]}
-    seen: set[str] = set()
-    train = []
-    for it in index["train"]:
-        if it.rel not in held_out and it.rel not in seen:
-            seen.add(it.rel)
-            train.append(it)
-    val_rels = {it.rel for it in index["val"]}
-    leaked = (seen & held_out) | (seen & val_rels)
-    if leaked:
-        raise StageError(f"{len(leaked)} evaluation/val images are in the training set, e.g. "
-                         f"{sorted(leaked)[0]}; check the ImageNet layout")  # fmt: skip
-    return train, list(index["evaluation"]), list(index["val"])
-
-
-def load_data(cfg: Table1Config, inputs: Inputs, arch: VisionArch) -> Data:
-    """The image sets of ``arch`` (its transforms), checked: the pooled evaluation build holds
-    exactly the index's evaluation images, none of which is trained on."""
-    index = build_index(inputs.imagenet_dir, inputs.index, inputs.val_labels)
-    train, evaluation, val = split_items(index)
-    pooled_eval = PooledImages(inputs.pooled, "evaluation", eval_transform(arch))
-    want = {it.rel for it in evaluation}
-    if set(pooled_eval.sources) != want:
-        raise StageError(
-            f"the pooled evaluation subset in {inputs.pooled} holds {len(pooled_eval.sources)} "
-            f"images, not the {len(want)} of this index (selection {inputs.index.selection}"
-            + (
-                ""
-                if inputs.index.selection == "paper"
-                else f", discovery/evaluation per class {inputs.index.discovery_per_class}/"
-                f"{inputs.index.evaluation_per_class}, seed {inputs.index.seed}"
-            )
-            + "); build it with the same `meanpool index` settings"
+    def inputs(self) -> Inputs:
+        """Every input, resolved (what is resolved already is reused)."""
+        return Inputs(
+            sources=self.sources,
+            mapping=load_decision_mapping(self.sources.decision_mapping),
+            index=self.index(),
+            pooled={s: self.pooled(s) for s in POOLED_RUN_SUBSETS},
+            models={m: self.entry(m) for m in self.cfg.models},
         )
-    leaked = {it.rel for it in train} & set(pooled_eval.sources)
-    assert not leaked, f"evaluation images in the training set: {sorted(leaked)[:3]}"
-    root = inputs.imagenet_dir
-    augment = cfg.discovery_augment == "train"
-    discovery_transform = train_transform(arch) if augment else eval_transform(arch)
-    return Data(
-        train=FileImages(root, [(it.rel, it.label) for it in train], train_transform(arch)),
-        evaluation=FileImages(
-            root, [(it.rel, it.label) for it in evaluation], eval_transform(arch)
-        ),
-        pooled_discovery=PooledImages(inputs.pooled, "discovery", discovery_transform),
-        pooled_evaluation=pooled_eval,
-        root=root,
-        train_items=train,
-        discovery_items=list(index["discovery"]),
-        evaluation_items=evaluation,
-        val_items=val,
-    )
 
 
-def training_set(data: Data, pooled_in_training: bool) -> Dataset:
-    """The original training images, plus (data mixture) the pooled discovery and evaluation
-    images, really added to the stream."""
-    if not pooled_in_training:
-        return data.train
-    return ConcatDataset([data.train, data.pooled_discovery, data.pooled_evaluation])
+def user_resolver(cfg: Table1Config, archs: dict[str, VisionArch]) -> Resolver | None:
+    """The resolver of the user's inputs (paper preset); None for a synthetic world (its inputs
+    exist once the world is generated) or when a required option is missing."""
+    if cfg.world is not None or cfg.imagenet_dir is None or cfg.pooled is None:
+        return None
+    return Resolver(cfg, archs, user_sources(cfg, archs))
+
+
+def resolve_inputs(
+    cfg: Table1Config,
+    out: Path,
+    sync: Sync = SINGLE,
+    progress: bool = False,
+    resolver: Resolver | None = None,
+) -> Inputs:
+    """Every input: the user's (through ``resolver``, the one the input checks read through on
+    rank 0; the other ranks make their own), or the synthetic world's, generated and pretrained
+    by rank 0 and cached in ``out``."""
+    archs = resolve_archs(cfg) if resolver is None else resolver.archs
+    if cfg.world is not None:
+        resolver = Resolver(cfg, archs, world_sources(cfg, archs, out, sync, progress))
+    elif resolver is None:
+        resolver = user_resolver(cfg, archs)
+        if resolver is None:
+            raise StageError("--imagenet-dir and --pooled are required with this preset; or use "
+                             "--preset mini")  # fmt: skip
+    return resolver.inputs()
+
+
+def describe_pretrained(p: Pretrained) -> str:
+    """One line on loaded weights: where from, head size, parameters, preprocessing."""
+    params = sum(t.numel() for t in p.model.parameters())
+    return (f"{p.source.given or 'library default'}: {p.classes}-class head, {params:,} "
+            f"parameters; preprocessing {p.preprocessing.describe()}")  # fmt: skip
+
+
+def model_record(entry: ModelEntry) -> dict[str, Any]:
+    """What a run records of a resolved model."""
+    return {
+        "arch": entry.arch.name,
+        "family": entry.family,
+        "weights": entry.pretrained.source.given,
+        "preprocessing": entry.arch.resolved_preprocessing.to_dict(),
+    }

@@ -16,6 +16,7 @@ from typing import Any
 
 from benchmarks.stats import mean_std, paired_by_seed
 from benchmarks.vision.cue_conflict import scoring as scoring_by_name
+from benchmarks.vision.strategies import STRATEGIES
 from subind.io import write_json_atomic, write_text_atomic, write_with_atomic
 
 
@@ -100,8 +101,6 @@ def _train_size(runs: list[dict[str, Any]]) -> str:
 def _unmasked(strategy: str, unmasked: str) -> str:
     """The unmasked mode, for the strategies that transfer masked tensors ("-" for the ones
     that take a whole model or none: scratch, data mixture, Linear FT, pretrained)."""
-    from benchmarks.vision.strategies import STRATEGIES
-
     known = strategy in STRATEGIES
     return unmasked if not known or STRATEGIES.get(strategy).uses_subnetwork else "-"
 
@@ -197,8 +196,6 @@ def paired_md(records: list[dict[str, Any]], scoring: str = "standard") -> str:
     with like; a control with one mode (scratch, data mixture, ...) pairs with both; an untrained
     row (one run) pairs with every seed. Cue-conflict metrics under ``scoring`` ("standard" or
     "released"; CueConflictError for another name)."""
-    from benchmarks.vision.strategies import STRATEGIES
-
     sc = scoring_by_name(scoring)
     untrained = frozenset(n for n in STRATEGIES if not STRATEGIES.get(n).trains)
     pairings = paired_by_seed(records, lambda r: r["model"], "strategy", untrained)

@@ -5,8 +5,8 @@ output folder by the settings it depends on:
     out/{model}/subnetworks/lam{λ}-{hash}/       subnetwork.safetensors, subnetwork.json (stage 3)
     out/{model}/subnetworks/random-init-{hash}/  Figure 11's control
 
-1. the pretrained model (the user's weights, or the mini world's pretrained model:
-   :func:`benchmarks.vision.inputs.load_source`);
+1. the pretrained model (the user's weights, or the mini world's pretrained model: a
+   :class:`benchmarks.vision.inputs.ModelEntry`, which every stage takes);
 2. adaptation to 16 classes: a new 16-way head on the frozen backbone, or the whole model
    fine-tuned (Table 1's Linear FT row, Table 2's original model, and the model discovery
    starts from);
@@ -37,13 +37,14 @@ from benchmarks.harness import StageError
 from benchmarks.vision.config import ADAPT_KEYS, DISCOVERY_KEYS, Table1Config
 from benchmarks.vision.data import (
     FileImages,
+    ImageSets,
     epoch_loader,
     eval_transform,
     in_order,
     train_transform,
 )
 from benchmarks.vision.evaluate import accuracy
-from benchmarks.vision.inputs import Data
+from benchmarks.vision.inputs import ModelEntry
 from benchmarks.vision.models import VisionArch, replace_head, set_head
 from subind.discover import DiscoveryConfig, discover
 from subind.io import save_state_dict, write_json_atomic
@@ -101,8 +102,9 @@ def _adapt_config(cfg: Table1Config, steps: int) -> TrainConfig:
 
 
 def _train_head(
-    cfg: Table1Config, net: nn.Module, arch: VisionArch, images: Dataset, data: Data, progress: bool
-) -> Any:
+    cfg: Table1Config, net: nn.Module, arch: VisionArch, images: Dataset, data: ImageSets,
+    progress: bool,
+) -> Any:  # fmt: skip
     """A new head on the frozen backbone (eval mode: BatchNorm statistics stay put), trained on
     the backbone's features, computed once without augmentation."""
     device, bs, w = resolve_device(cfg.device), cfg.eval_batch_size, cfg.loader_workers
@@ -127,8 +129,9 @@ def _train_head(
 
 
 def _train_whole(
-    cfg: Table1Config, net: nn.Module, arch: VisionArch, images: Dataset, data: Data, progress: bool
-) -> Any:
+    cfg: Table1Config, net: nn.Module, arch: VisionArch, images: Dataset, data: ImageSets,
+    progress: bool,
+) -> Any:  # fmt: skip
     """The whole model fine-tuned (train mode, augmented images), best epoch on the evaluation
     images."""
     device = resolve_device(cfg.device)
@@ -144,21 +147,20 @@ def _train_whole(
 
 
 def adapted_model(
-    cfg: Table1Config, pretrained: nn.Module, data: Data, arch: VisionArch, out: Path,
-    progress: bool,
-) -> tuple[nn.Module, dict[str, Any]]:  # fmt: skip
-    """The pretrained model adapted to 16 classes (``cfg.adapt(model)``: "head" or "full"), on
+    cfg: Table1Config, entry: ModelEntry, data: ImageSets, out: Path, progress: bool
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The pretrained model adapted to 16 classes (``cfg.adapt(family)``: "head" or "full"), on
     the originals of the discovery images or on every training image (``adapt_images``); best
     epoch on the evaluation images. Cached."""
-    model, device = arch.name, resolve_device(cfg.device)
+    model, arch, device = entry.name, entry.arch, resolve_device(cfg.device)
     d = out / model / f"adapted-{cfg.digest(*ADAPT_KEYS)}"
     torch.manual_seed(stage_seed(cfg, model, "adapt"))  # the new head's initialisation
-    net = replace_head(copy.deepcopy(pretrained), arch, NUM_CLASSES).to(device)
+    net = replace_head(copy.deepcopy(entry.pretrained.model), arch, NUM_CLASSES).to(device)
     if (d / "adapted.json").exists():
         net.load_state_dict(load_file(str(d / "model.safetensors")))
         return net.eval(), json.loads((d / "adapted.json").read_text())
     items = data.discovery_items if cfg.adapt_images == "discovery" else data.train_items
-    mode = cfg.adapt(model)
+    mode = cfg.adapt(entry.family)
     transform = eval_transform(arch) if mode == "head" else train_transform(arch)
     images = FileImages(data.root, [(it.rel, it.label) for it in items], transform)
     train = _train_head if mode == "head" else _train_whole
@@ -197,24 +199,24 @@ def masked_selection(cfg: Table1Config, arch: VisionArch) -> MaskSelection:
 
 
 def _discover(
-    cfg: Table1Config, base: nn.Module, arch: VisionArch, data: Data, penalty: float, d: Path,
-    meta: dict[str, Any], progress: bool,
+    cfg: Table1Config, base: nn.Module, entry: ModelEntry, data: ImageSets, penalty: float,
+    d: Path, meta: dict[str, Any], progress: bool,
 ) -> Subnetwork:  # fmt: skip
     if (d / "subnetwork.json").exists():
         return Subnetwork.load(d)
     device = resolve_device(cfg.device)
-    batch = cfg.per_family("discovery_batch_size", arch.name)
+    batch = cfg.per_family("discovery_batch_size", entry.family)
     loader = epoch_loader(data.pooled_discovery, batch, cfg.index_seed, cfg.loader_workers)
     sub = discover(
         base,
-        select_parameters(base, masked_selection(cfg, arch)),
+        select_parameters(base, masked_selection(cfg, entry.arch)),
         loader,
         ce_loss(device),
         lambda m: accuracy(
             m, data.pooled_evaluation, device, cfg.eval_batch_size, cfg.loader_workers
         ),  # fmt: skip
         DiscoveryConfig(
-            epochs=cfg.per_family("discovery_epochs", arch.name),
+            epochs=cfg.per_family("discovery_epochs", entry.family),
             lr=cfg.discovery_lr,
             penalty=penalty,
             beta_final=cfg.beta_final,
@@ -234,30 +236,31 @@ def _subnetwork_dir(cfg: Table1Config, out: Path, model: str, lam: float, contro
 
 
 def discovery_jobs(
-    cfg: Table1Config, arch: VisionArch, base: nn.Module, data: Data, out: Path
+    cfg: Table1Config, entry: ModelEntry, base: nn.Module, data: ImageSets, out: Path
 ) -> list[Callable[[bool], Subnetwork]]:
     """One cached discovery per lambda, and Figure 11's random-init control when its lambda is
     known before discovery (``transfer_penalty``): jobs that ranks can run side by side."""
+    model = entry.name
     jobs = [
         lambda p, lam=lam: _discover(
             cfg,
             base,
-            arch,
+            entry,
             data,
             lam,
-            _subnetwork_dir(cfg, out, arch.name, lam, False),
-            {"base_model": f"{arch.name} adapted", "model": arch.name, "penalty": lam},
+            _subnetwork_dir(cfg, out, model, lam, False),
+            {"base_model": f"{model} adapted", "model": model, "penalty": lam},
             p,
         )  # fmt: skip
         for lam in cfg.penalties
     ]
     if cfg.random_init_control and cfg.transfer_penalty is not None:
-        jobs.append(lambda p: _control(cfg, arch, data, cfg.transfer_penalty, out, p))
+        jobs.append(lambda p: _control(cfg, entry, data, cfg.transfer_penalty, out, p))
     return jobs
 
 
 def _control(
-    cfg: Table1Config, arch: VisionArch, data: Data, lam: float, out: Path, progress: bool
+    cfg: Table1Config, entry: ModelEntry, data: ImageSets, lam: float, out: Path, progress: bool
 ) -> Subnetwork:
     """Figure 11's control: discovery on a randomly initialised model of the architecture.
 
@@ -265,20 +268,21 @@ def _control(
     initialises its head to zeros, which makes every gradient of a random model zero, so its
     masks could only shrink to nothing (transformers' random ViT, the released code's, has a
     non-zero head)."""
+    arch, model = entry.arch, entry.name
     torch.manual_seed(cfg.index_seed)
     rand = replace_head(arch.build(NUM_CLASSES), arch, NUM_CLASSES)
     rand = rand.to(resolve_device(cfg.device)).eval()
-    meta = {"base_model": f"{arch.name} random init", "model": arch.name, "penalty": lam}
-    return _discover(cfg, rand, arch, data, lam, _subnetwork_dir(cfg, out, arch.name, lam, True),
+    meta = {"base_model": f"{model} random init", "model": model, "penalty": lam}
+    return _discover(cfg, rand, entry, data, lam, _subnetwork_dir(cfg, out, model, lam, True),
                      meta, progress)  # fmt: skip
 
 
 def find_subnetwork(
     cfg: Table1Config,
-    arch: VisionArch,
+    entry: ModelEntry,
     base: nn.Module,
     adapted_meta: dict[str, Any],
-    data: Data,
+    data: ImageSets,
     out: Path,
     progress: bool,
 ) -> tuple[Subnetwork, dict[float, Subnetwork], Subnetwork | None]:
@@ -286,9 +290,9 @@ def find_subnetwork(
     ``transfer_penalty`` is kept, or (None) the most accurate on pooled evaluation images
     (ties: the sparser). Checks the paper's Table 2 precondition: the subnetwork must beat the
     whole model on pooled images. Also Figure 11's control on a randomly initialised model."""
-    model = arch.name
+    model = entry.name
     found = dict(zip(cfg.penalties, (job(progress) for job in
-                                     discovery_jobs(cfg, arch, base, data, out)), strict=False))  # fmt: skip
+                                     discovery_jobs(cfg, entry, base, data, out)), strict=False))  # fmt: skip
     best_lam = cfg.transfer_penalty
     if best_lam is None:
         best_lam = max(found, key=lambda k: (found[k].meta["val_accuracy"], -found[k].density))
@@ -298,11 +302,11 @@ def find_subnetwork(
         raise StageError(
             f"the {model} subnetwork of lambda {best_lam:g} gets {best.meta['val_accuracy']:.3f} "
             f"on pooled evaluation images, no better than the whole model ({whole:.3f}): no "
-            f"shape subtask was found; try more --set discovery_epochs_{arch.family}=N or "
+            f"shape subtask was found; try more --set discovery_epochs_{entry.family}=N or "
             f"other --set penalties=... (or --set require_subnetwork_gain=false to go on "
             f"anyway; {out / model / 'subnetworks'})"
         )
     control = (
-        _control(cfg, arch, data, best_lam, out, progress) if cfg.random_init_control else None
+        _control(cfg, entry, data, best_lam, out, progress) if cfg.random_init_control else None
     )
     return best, found, control

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.vision.data import IMAGENET_MEAN, IMAGENET_STD
 from benchmarks.vision.models import VisionArch
+from benchmarks.vision.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from benchmarks.vision.toyworld.world import ToyWorldError, World
 from subind.io import save_state_dict, write_json_atomic
 from subind.provenance import provenance

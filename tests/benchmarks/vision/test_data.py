@@ -8,8 +8,6 @@ from PIL import Image
 from torchvision import transforms as T
 
 from benchmarks.vision.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     FileImages,
     PooledImages,
     _rgb,
@@ -17,7 +15,7 @@ from benchmarks.vision.data import (
     train_transform,
 )
 from benchmarks.vision.models import ARCHS
-from benchmarks.vision.preprocessing import Preprocessing
+from benchmarks.vision.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 from .helpers import image, write_pooled
 

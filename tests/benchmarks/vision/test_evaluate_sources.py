@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from benchmarks.cli import main
 from benchmarks.vision.evaluate import evaluate_model, load_decision_mapping
 from benchmarks.vision.models import arch_for
-from benchmarks.vision.sources import load_pretrained
+from benchmarks.vision.models.sources import load_pretrained
 from tests.meanpool.conftest import make_imagenet
 
 from .helpers import make_cue_conflict, write_pooled
-from .test_sources import RESNET_PRE, VIT_PRE, hf_resnet, hf_vit, save_checkpoint
+from .models.test_sources import RESNET_PRE, VIT_PRE, hf_resnet, hf_vit, save_checkpoint
 
 PAIRS = [("cat", "dog"), ("dog", "cat"), ("knife", "knife"), ("truck", "bird")]
 

@@ -100,7 +100,7 @@ def test_real_data_options_need_the_paper_preset(tmp_path):
 
 def test_a_run_records_the_counts_and_what_was_missing(inputs, tmp_path):
     from benchmarks.experiments import EXPERIMENTS
-    from benchmarks.vision.plan import require_inputs
+    from benchmarks.vision.checks import require_inputs
 
     args, picks = inputs
     given = dict(zip(args[4::2], args[5::2], strict=True))  # --option value pairs after --preset

@@ -10,16 +10,10 @@ from PIL import Image
 from benchmarks.cli import main
 from benchmarks.harness import SINGLE, StageError
 from benchmarks.vision.config import PRESETS
-from benchmarks.vision.data import epoch_loader
-from benchmarks.vision.inputs import (
-    load_data,
-    load_source,
-    resolve_inputs,
-    split_items,
-    training_set,
-)
+from benchmarks.vision.data import epoch_loader, split_items, training_set
+from benchmarks.vision.grid import plan_runs
+from benchmarks.vision.inputs import resolve_inputs
 from benchmarks.vision.models import ARCHS
-from benchmarks.vision.runs import plan_runs
 from meanpool.imagenet import Item
 from subind.io import read_jsonl
 
@@ -83,7 +77,7 @@ def test_data_mixture_trains_on_more_images_and_rerun_reuses_everything(tiny_run
 def test_training_images_are_disjoint_from_evaluation_and_val(tiny_run):
     out, _ = tiny_run
     inputs = resolve_inputs(TINY, out, SINGLE, False)
-    data = load_data(TINY, inputs, ARCHS.get("resnet18-mini"))
+    data = inputs.image_sets("resnet18-mini", augment_discovery=False)
     train = {it.rel for it in data.train_items}
     assert train and not train & {it.rel for it in data.evaluation_items}
     assert not train & {it.rel for it in data.val_items}
@@ -144,13 +138,12 @@ def test_precondition_stops_when_the_subnetwork_is_no_better(tmp_path, tiny_run)
     from benchmarks.vision import stages
 
     inputs = resolve_inputs(cfg, out, SINGLE, False)
-    arch = ARCHS.get("resnet18-mini")
-    data = load_data(cfg, inputs, arch)
-    source = load_source(inputs, arch.name)
-    adapted, meta = stages.adapted_model(cfg, source.model, data, source.arch, out, False)
+    entry = inputs.models["resnet18-mini"]
+    data = inputs.image_sets(entry.name, augment_discovery=False)
+    adapted, meta = stages.adapted_model(cfg, entry, data, out, False)
     with pytest.raises(StageError, match="no better than the whole model"):
         stages.find_subnetwork(
-            cfg, arch, adapted, {**meta, "pooled_evaluation_accuracy": 1.0}, data, out, False
+            cfg, entry, adapted, {**meta, "pooled_evaluation_accuracy": 1.0}, data, out, False
         )
 
 
@@ -232,7 +225,7 @@ def test_torchrun_survives_a_rank0_stage_longer_than_the_process_group_timeout(t
 def test_a_failed_evaluation_keeps_the_trained_model_and_the_rerun_does_not_retrain(
     tmp_path, monkeypatch
 ):
-    from benchmarks.vision import runs
+    from benchmarks.vision import runs, training
 
     cfg = dataclasses.replace(TINY, models=("resnet18-mini",), strategies=("scratch",))
     real_evaluate, calls = runs.evaluate_model, {"evaluate": 0, "fit": 0}
@@ -243,14 +236,14 @@ def test_a_failed_evaluation_keeps_the_trained_model_and_the_rerun_does_not_retr
             raise RuntimeError("cue-conflict folder went away")
         return real_evaluate(*args, **kw)
 
-    real_fit = runs.fit
+    real_fit = training.fit
 
     def counting_fit(*args, **kw):
         calls["fit"] += 1
         return real_fit(*args, **kw)
 
     monkeypatch.setattr(runs, "evaluate_model", failing_once)
-    monkeypatch.setattr(runs, "fit", counting_fit)
+    monkeypatch.setattr(training, "fit", counting_fit)
     with pytest.raises(RuntimeError, match="went away"):
         runs.run_table1(cfg, tmp_path, progress=False)
     assert calls["fit"] == 1 and not (tmp_path / "results.jsonl").exists()
@@ -264,14 +257,14 @@ def test_a_failed_evaluation_keeps_the_trained_model_and_the_rerun_does_not_retr
 
 
 def test_sync_batchnorm_only_for_ddp_on_gpus():
-    from benchmarks.vision.runs import _ddp_ready
+    from benchmarks.vision.training import ddp_ready
 
     net = ARCHS.get("resnet18-mini").build(16)
-    on = _ddp_ready(TINY, net, torch.device("cuda"), world=2)
+    on = ddp_ready(TINY, net, torch.device("cuda"), world=2)
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in on.modules())
     for device, world, cfg in ((torch.device("cpu"), 2, TINY), (torch.device("cuda"), 1, TINY),
                                (torch.device("cuda"), 2,
                                 dataclasses.replace(TINY, sync_batchnorm=False))):  # fmt: skip
         net = ARCHS.get("resnet18-mini").build(16)
         assert not any(isinstance(m, torch.nn.SyncBatchNorm)
-                       for m in _ddp_ready(cfg, net, device, world).modules())  # fmt: skip
+                       for m in ddp_ready(cfg, net, device, world).modules())  # fmt: skip

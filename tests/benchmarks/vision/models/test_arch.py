@@ -3,8 +3,8 @@ import torch
 import torchvision
 from torch import nn
 
-from benchmarks.vision.models import (
-    ARCHS,
+from benchmarks.vision.models import ARCHS
+from benchmarks.vision.models.weights import (
     WeightsError,
     head_outputs,
     load_weights,

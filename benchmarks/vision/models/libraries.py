@@ -1,6 +1,8 @@
-"""Classifiers of other libraries by name: ``torchvision:NAME``, ``timm:NAME``, ``hf:ORG/NAME``.
+"""Classifiers of other libraries by name: ``torchvision:NAME``, ``timm:NAME``, ``hf:ORG/NAME``,
+and the local caches their weights come from.
 
-:func:`library_arch` turns such a name into a :class:`~benchmarks.vision.models.VisionArch`: it
+:func:`library_arch` turns such a name into a :class:`~benchmarks.vision.models.arch.VisionArch`
+whose spec is a :class:`LibrarySpec`: it
 builds the model once on the meta device (no memory, no initialisation) to find its classifier
 (the Linear whose rows are the classes) and the parameters the generic masking preset covers,
 and reads the preprocessing of the library's default weights. Nothing is downloaded: weights
@@ -8,7 +10,7 @@ come from a file, a transformers folder, or the local caches (torch hub's for to
 timm URLs, Hugging Face's for timm hub weights and transformers checkpoints).
 
 timm and transformers are optional (``pip install 'subind[timm]'`` / ``'subind[hf]'``) and
-imported only when such a name is used.
+imported only when such a name is used (``_import``).
 """
 
 from __future__ import annotations
@@ -16,24 +18,29 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
+import torchvision
+from huggingface_hub import snapshot_download, try_to_load_from_cache
 from torch import nn
 
-from benchmarks.vision.models import LibrarySpec, VisionArch, WeightsError
-from benchmarks.vision.preprocessing import (
+from benchmarks.vision.models.arch import VisionArch
+from benchmarks.vision.models.preprocessing import (
     Preprocessing,
     from_timm_config,
     from_torchvision_preset,
     from_transformers,
 )
+from benchmarks.vision.models.weights import WeightsError
 from subind.masks import MaskSelection
 
 LIBRARIES = ("torchvision", "timm", "hf")
+LIBRARY_PREFIXES = tuple(f"{library}:" for library in LIBRARIES)
 _EXTRAS = {"timm": "timm", "transformers": "hf"}
 # The head size models are probed with: unusual, so that the classifier is told apart from other
 # Linear layers by its number of outputs.
@@ -45,6 +52,22 @@ _MASKED_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.MultiheadAttenti
 
 class LibraryError(ValueError):
     """A library classifier cannot be built or found (one-line message)."""
+
+
+@dataclass(frozen=True)
+class LibrarySpec:
+    """A classifier another library builds by name: ``library`` "torchvision"
+    (``torchvision.models.get_model``), "timm" (``timm.create_model``) or "hf" (transformers
+    ``AutoModelForImageClassification`` from the config in ``folder``, answering plain logits)."""
+
+    library: str
+    name: str
+    folder: str | None = None  # hf: the checkpoint folder (local, or a Hugging Face cache snapshot)
+    family = "other"  # no paper recipe of its own (it follows the ResNet's)
+
+    def build(self, image_size: int, num_classes: int) -> nn.Module:
+        """The library's fresh model (its own input size: ``image_size`` is its preprocessing's)."""
+        return build_library_model(self, num_classes)
 
 
 def _import(module: str) -> ModuleType:
@@ -72,8 +95,6 @@ def library_spec(name: str) -> LibrarySpec:
             f"{name!r} is not a library classifier; use torchvision:NAME, timm:NAME or hf:ORG/NAME"
         )
     if library == "torchvision":
-        import torchvision
-
         known = torchvision.models.list_models(module=torchvision.models)
         if model not in known:
             raise LibraryError(
@@ -93,8 +114,6 @@ def library_spec(name: str) -> LibrarySpec:
 
 def _hf_folder(model: str) -> Path:
     """A local folder, or ORG/NAME[@REV] in the local Hugging Face cache."""
-    from benchmarks.vision.sources import hf_snapshot
-
     if Path(model).is_dir():
         folder = Path(model).resolve()
     elif model.startswith((".", "/", "~")):
@@ -113,8 +132,6 @@ def build_library_model(spec: LibrarySpec, num_classes: int) -> nn.Module:
     (B, 3, S, S) normalised images, output logits (B, num_classes) (transformers models answer
     plain logits instead of their output objects)."""
     if spec.library == "torchvision":
-        import torchvision
-
         return torchvision.models.get_model(spec.name, weights=None, num_classes=num_classes)
     if spec.library == "timm":
         return _import("timm").create_model(spec.name, pretrained=False, num_classes=num_classes)
@@ -184,8 +201,6 @@ def default_preprocessing(spec: LibrarySpec, model: nn.Module) -> Preprocessing:
     pretrained_cfg, the checkpoint's preprocessor_config.json (none: ImageNet's at the config's
     image_size, else 224 px)."""
     if spec.library == "torchvision":
-        import torchvision
-
         weights = torchvision.models.get_model_weights(spec.name).DEFAULT
         return from_torchvision_preset(weights.transforms())
     if spec.library == "timm":
@@ -229,8 +244,6 @@ def default_weights(arch: VisionArch) -> Path:
     if spec.library == "hf":
         return Path(str(spec.folder))
     if spec.library == "torchvision":
-        import torchvision
-
         url = torchvision.models.get_model_weights(spec.name).DEFAULT.url
         fetch = f"torchvision.models.get_model('{spec.name}', weights='DEFAULT')"
         return _hub_file(url, arch.name, f'python -c "import torchvision; {fetch}"')
@@ -257,8 +270,6 @@ def _hub_file(url: str, name: str, fetch: str) -> Path:
 
 
 def _timm_hub_file(cfg: dict[str, Any], name: str, fetch: str) -> Path:
-    from huggingface_hub import try_to_load_from_cache
-
     repo, _, revision = str(cfg["hf_hub_id"]).partition("@")
     names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else []
     for filename in names + ["model.safetensors", "pytorch_model.bin"]:
@@ -269,3 +280,24 @@ def _timm_hub_file(cfg: dict[str, Any], name: str, fetch: str) -> Path:
         f"{name}'s default weights ({repo}) are not in the local Hugging Face cache; fetch them "
         f"with hf download {repo} (or {fetch}) where there is internet, or pass --weights FILE"
     )
+
+
+def hf_snapshot(repo_id: str, revision: str | None = None, cache_dir: str | None = None) -> Path:
+    """The folder of ``repo_id`` (a model repository, ``ORG/NAME``) at ``revision`` (default:
+    main) in the local Hugging Face cache (``cache_dir``, default ``HF_HUB_CACHE``). Never
+    downloads: a cache miss raises WeightsError saying how to fetch it."""
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise WeightsError(f"{repo_id!r} is not a Hugging Face repository id; use ORG/NAME")
+    try:
+        folder = snapshot_download(
+            repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True
+        )
+    except Exception:  # LocalEntryNotFoundError and friends: all mean "not cached"
+        at = f"@{revision}" if revision else ""
+        rev = f" --revision {revision}" if revision else ""
+        raise WeightsError(
+            f"{repo_id}{at} is not in the local Hugging Face cache; fetch it first with "
+            f"hf download {repo_id}{rev} (huggingface-cli download in older huggingface_hub) "
+            f"where there is internet, or give a local folder"
+        ) from None
+    return Path(folder)

@@ -9,7 +9,7 @@ import torchvision
 
 from benchmarks.vision.data import eval_transform
 from benchmarks.vision.models import ARCHS
-from benchmarks.vision.preprocessing import (
+from benchmarks.vision.models.preprocessing import (
     HALF,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -19,8 +19,7 @@ from benchmarks.vision.preprocessing import (
     from_torchvision_preset,
     from_transformers,
 )
-
-from .helpers import image
+from tests.benchmarks.vision.helpers import image
 
 # microsoft/resnet-18's and google/vit-base-patch16-224's preprocessor_config.json (the legacy
 # feature-extractor format, as on the Hub), and the current format of the ResNet one.

@@ -10,10 +10,10 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from benchmarks.vision.libraries import LibraryError, logits_only
 from benchmarks.vision.models import ARCHS, WeightsError, arch_for, num_outputs, replace_head
-from benchmarks.vision.preprocessing import from_torchvision_preset
-from benchmarks.vision.sources import load_pretrained
+from benchmarks.vision.models.libraries import LibraryError, logits_only
+from benchmarks.vision.models.preprocessing import from_torchvision_preset
+from benchmarks.vision.models.sources import load_pretrained
 from subind.masks import add_masks, select_parameters
 
 from .test_sources import RESNET_PRE, _fake_cache, _same_logits, hf_resnet, save_checkpoint
@@ -161,7 +161,7 @@ def test_logits_only_keeps_names_and_answers_a_tensor():
 
 
 def test_missing_optional_library_names_the_extra(monkeypatch):
-    from benchmarks.vision.libraries import _import
+    from benchmarks.vision.models.libraries import _import
 
     for module, extra in [("timm", "timm"), ("transformers", "hf")]:
         monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like

@@ -21,15 +21,14 @@ from benchmarks.vision.models import (
     ViTSpec,
     WeightsError,
 )
-from benchmarks.vision.preprocessing import HALF, Preprocessing
-from benchmarks.vision.sources import (
-    hf_snapshot,
-    load_pretrained,
+from benchmarks.vision.models.convert import (
     read_checkpoint,
     resnet_to_torchvision,
-    resolve_weights,
     vit_to_torchvision,
 )
+from benchmarks.vision.models.libraries import hf_snapshot
+from benchmarks.vision.models.preprocessing import HALF, Preprocessing
+from benchmarks.vision.models.sources import load_pretrained, resolve_weights
 from subind.masks import select_parameters
 
 transformers = pytest.importorskip("transformers")

@@ -1,0 +1,245 @@
+"""Everything checked before a table1 run does any work: the config (names, choices, the subnetwork
+to transfer) and every input it will read (the output folder, the ImageNet tree, the pooled
+builds, the cue-conflict stimuli, the weights).
+
+The input checks run on rank 0 at the start of every run with the user's inputs (paper preset),
+so a missing stimulus or a pooled build of other images stops the run in seconds, not after hours
+of training; ``--plan`` prints the same checks, all of them, without training. They read through
+the run's :class:`~benchmarks.vision.inputs.Resolver`, so what they load the run reuses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.base import ConfigError, check_names
+from benchmarks.harness import StageError
+from benchmarks.vision.config import CHOICES, Table1Config
+from benchmarks.vision.cue_conflict import SCORINGS, scan_cue_conflict
+from benchmarks.vision.data import split_items
+from benchmarks.vision.grid import plan_runs
+from benchmarks.vision.inputs import (
+    Resolver,
+    describe_pretrained,
+    index_config,
+    resolve_archs,
+    user_resolver,
+)
+from benchmarks.vision.models import VisionArch, arch_for
+from benchmarks.vision.strategies import STRATEGIES
+from meanpool.imagenet import Item, missing_record
+from meanpool.loader import hf_file
+from subind.provenance import digest
+from subind.transfer import UNMASKED_MODES
+
+POOLED_SUBSETS = ("discovery", "evaluation", "val")
+
+
+# ------------------------------------------------------------------------------ the config
+def check_config(cfg: Table1Config) -> None:
+    """ConfigError (one line, naming the setting and the fix) for a config that cannot work:
+    an unknown strategy, model, scoring or unmasked mode, a setting outside its choices, a
+    transfer_penalty that is not among the penalties."""
+    for mode in cfg.unmasked:
+        if mode not in UNMASKED_MODES:
+            raise ConfigError(f"--unmasked takes inherit and/or reinit, got {mode!r}")
+    check_names(cfg.strategies, STRATEGIES)
+    for model in cfg.models:
+        try:
+            arch_for(model)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    check_names((cfg.cue_conflict_scoring,), SCORINGS)
+    for name, choices in CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            raise ConfigError(f"{name} takes {' or '.join(choices)}, got "
+                              f"{getattr(cfg, name)!r} (--set {name}=...)")  # fmt: skip
+    if cfg.transfer_penalty is not None and cfg.transfer_penalty not in cfg.penalties:
+        raise ConfigError(
+            f"transfer_penalty {cfg.transfer_penalty:g} is not one of the penalties "
+            f"({', '.join(f'{p:g}' for p in cfg.penalties)}); add it, or set "
+            "transfer_penalty=none to transfer the most accurate subnetwork"
+        )
+
+
+# ------------------------------------------------------------------------------ the inputs
+@dataclass(frozen=True)
+class Check:
+    """One input checked: ``detail`` gives counts when it is fine, the problem and its fix (one
+    line) when it is not."""
+
+    what: str
+    ok: bool
+    detail: str
+    record: dict[str, Any] | None = None  # what the run records of it (counts, missing files)
+
+
+def _check_imagenet(cfg: Table1Config, resolver: Resolver) -> tuple[Check, dict | None]:
+    try:
+        index = resolver.index()
+        train, evaluation, val = split_items(index)
+    except (ValueError, StageError) as e:
+        return Check("ImageNet tree", False, str(e)), None
+    counts = {"train (minus evaluation)": len(train), "discovery": len(index["discovery"]),
+              "evaluation": len(evaluation), "val": len(val)}  # fmt: skip
+    text = ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    missing_all = missing_record(index, index_config(cfg))
+    missing = missing_all.get("train")
+    if missing and missing["count"]:
+        text += (f"; {missing['count']:,} of the {missing['listed']:,} listed training images "
+                 "missing (--allow-missing: recorded)")  # fmt: skip
+    record = {"counts": counts, "selection": cfg.selection, "missing": missing_all}
+    return Check("ImageNet tree", True, f"{cfg.imagenet_dir}: {text}", record), index
+
+
+def _manifest(pooled: str, subset: str) -> dict[str, Any]:
+    """The manifest of one pooled build (a folder, or hf:// read from the local cache)."""
+    if pooled.startswith("hf://"):
+        return json.loads(Path(hf_file(f"{pooled.rstrip('/')}/{subset}/manifest.json")).read_text())
+    path = Path(pooled) / subset / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: build it with `meanpool build --subset {subset} --out "
+            f"{Path(pooled) / subset} ...` (docs/reproduce-table1.md)"
+        )
+    return json.loads(path.read_text())
+
+
+def _check_pooled(cfg: Table1Config, index: dict[str, list[Item]] | None) -> list[Check]:
+    """Every pooled build the run reads holds exactly this run's images of its subset."""
+    checks = []
+    for subset in POOLED_SUBSETS:
+        what = f"pooled {subset}"
+        try:
+            manifest = _manifest(str(cfg.pooled), subset)
+        except Exception as e:  # a missing file, a cache miss, unreadable JSON: all one line
+            checks.append(Check(what, False, str(e).splitlines()[0]))
+            continue
+        n, failed = manifest.get("num_samples", 0), manifest.get("num_failures", 0)
+        detail = f"{n:,} images" + (f", {failed} failed to pool" if failed else "")
+        if index is not None:
+            rels = sorted(it.rel for it in index[subset])
+            made_from = manifest.get("inputs", {})
+            if made_from.get("paths_sha256") != digest(rels):
+                checks.append(Check(what, False, (
+                    f"the pooled {subset} build in {cfg.pooled} was made from "
+                    f"{made_from.get('count', '?')} images that are not this run's {len(rels):,} "
+                    f"{subset} images; rebuild it with the same selection "
+                    f"(--set selection={cfg.selection})")))  # fmt: skip
+                continue
+        checks.append(Check(what, True, detail))
+    return checks
+
+
+def _check_cue_conflict(cfg: Table1Config) -> Check:
+    if cfg.cue_conflict_dir is None:
+        return Check("cue-conflict stimuli", True, "none given: no cue-conflict metrics")
+    try:
+        stimuli = scan_cue_conflict(cfg.cue_conflict_dir)
+    except ValueError as e:
+        return Check("cue-conflict stimuli", False, str(e))
+    same = sum(s.shape == s.texture for s in stimuli)
+    note = "" if len(stimuli) == 1280 else " (Geirhos et al.'s set has 1,280)"
+    return Check("cue-conflict stimuli", True,
+                 f"{len(stimuli):,} stimuli{note}, {same} same-class")  # fmt: skip
+
+
+def _check_weights(cfg: Table1Config, resolver: Resolver) -> list[Check]:
+    checks = []
+    for model in cfg.models:
+        try:
+            detail = describe_pretrained(resolver.pretrained(model))
+            checks.append(Check(f"weights of {model}", True, detail))
+        except (ValueError, FileNotFoundError, StageError) as e:
+            checks.append(Check(f"weights of {model}", False, str(e)))
+    return checks
+
+
+def parameters(arch: VisionArch) -> int:
+    """Parameters of ``arch`` with a 16-class head (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in arch.build(16).parameters())
+
+
+def disk_needed(cfg: Table1Config, archs: dict[str, VisionArch]) -> int:
+    """Bytes the outputs take, roughly: every run's saved model (fp32), one training checkpoint
+    at a time (model, optimizer state, best state, transfer's frozen originals: about 5 models),
+    the adapted models and the masks (one byte per masked weight per discovery)."""
+    total = 0
+    runs = plan_runs(cfg)
+    for model, arch in archs.items():
+        p = parameters(arch)
+        n_runs = sum(r.model == model for r in runs)
+        total += 4 * p * (n_runs + 1 + 5) + p * (len(cfg.penalties) + 1)
+    return total
+
+
+def _check_output(cfg: Table1Config, archs: dict[str, VisionArch], out: Path) -> list[Check]:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        return [Check("output folder", False, f"{out} is not writable ({e}); use another --out")]
+    free = shutil.disk_usage(out).free
+    need = disk_needed(cfg, archs)
+    ok = free >= need
+    detail = f"{free / 2**30:,.1f} GiB free, about {need / 2**30:,.1f} GiB needed"
+    if not ok:
+        detail += f"; free some space under {out} or use another --out"
+    return [Check("output folder", True, f"{out} writable"), Check("free disk", ok, detail)]
+
+
+def required_options(cfg: Table1Config) -> list[Check]:
+    """A failed check for each option the paper preset needs and was not given."""
+    required = [("--imagenet-dir", cfg.imagenet_dir, "an ImageNet root"),
+                ("--pooled", cfg.pooled, "a folder of meanpool builds or hf://datasets/ORG/NAME")]  # fmt: skip
+    return [Check("required options", False, f"{opt} is required with this preset ({what}); "
+                  "or use --preset mini") for opt, value, what in required if value is None]  # fmt: skip
+
+
+def check_inputs(
+    cfg: Table1Config,
+    out: Path,
+    archs: dict[str, VisionArch] | None = None,
+    resolver: Resolver | None = None,
+) -> list[Check]:
+    """Every input of a run with the user's data, read through ``resolver`` (default: a new
+    :func:`~benchmarks.vision.inputs.user_resolver`; pass the run's, so that what the checks
+    load the run reuses); the synthetic presets, whose world the run generates, check the
+    output folder only. ``archs``: the models' architectures (default: resolved here)."""
+    archs = archs or (resolver.archs if resolver else resolve_archs(cfg))
+    resolver = resolver or user_resolver(cfg, archs)
+    checks = _check_output(cfg, archs, out)
+    if cfg.world is not None:
+        return checks
+    if resolver is None:
+        return checks + required_options(cfg)
+    imagenet, index = _check_imagenet(cfg, resolver)
+    checks.append(imagenet)
+    checks += _check_pooled(cfg, index)
+    checks.append(_check_cue_conflict(cfg))
+    checks += _check_weights(cfg, resolver)
+    return checks
+
+
+def require_inputs(
+    cfg: Table1Config,
+    out: Path,
+    archs: dict[str, VisionArch] | None = None,
+    resolver: Resolver | None = None,
+) -> list[Check]:
+    """Every check of :func:`check_inputs` (all passed), or StageError with the first failed
+    check's one line."""
+    checks = check_inputs(cfg, out, archs, resolver)
+    for check in checks:
+        if not check.ok:
+            raise StageError(f"{check.what}: {check.detail}")
+    return checks
