@@ -20,10 +20,11 @@
 #     (--batch-runs 0; fig3 has no bf16 option)
 # The two runs' results.jsonl are checked by the table for NaN and missing metrics.
 # Every step has its own time limit, so a failing or hanging step costs at most its limit and
-# shows as "failed: <reason>" in the table; each step's output (NAME.json or the NAME/ folder),
-# log and exit status stay in OUTDIR (a step's old output is removed before it runs). Add a step
-# here, with its limit in LIMIT (keeping the sum within BUDGET_S; tests/tools/test_gpu_check.py
-# checks it) and to tools/gpu_check_table.py.
+# shows as "failed: <reason>" in the table; each step's output (NAME.json, in the speed
+# benchmarks' one JSON shape of benchmarks/speed/result.py, or the NAME/ folder), log and exit
+# status stay in OUTDIR (a step's old output is removed before it runs). Add a step here, with
+# its limit in LIMIT (keeping the sum within BUDGET_S; tests/tools/test_gpu_check.py checks it)
+# and to tools/gpu_check_table.py (STEPS, and BENCHMARKS and PARSERS for a speed benchmark).
 set -u -o pipefail
 
 if [ $# -ne 1 ]; then

@@ -3,15 +3,15 @@
     python tools/gpu_check_table.py OUTDIR    # prints the table, writes OUTDIR/table.md
 
 Each step STEP leaves OUTDIR/STEP.log and OUTDIR/STEP.rc (exit status) and its output: the
-benchmarks OUTDIR/STEP.json (their --json), the end-to-end runs a folder OUTDIR/STEP/ whose
-results.jsonl is checked here (every record has its metrics, every number is finite, as many
-records as the run reported). A step that failed or timed out gets a row "failed: <reason>"
-(timed out, exit status and the log's last line, unreadable output, NaN or missing metrics),
-followed by whatever it did write, and the other steps are still reported. The older
-benchmarks were written independently, so their fields are looked up by name fragments (e.g. a
-number whose key contains "speedup") rather than by fixed paths; a JSON file with none of the
-expected fields is shown as its numeric fields. Standard library only: the table comes out
-even when torch does not import.
+speed benchmarks OUTDIR/STEP.json (their --json, in the one shape of
+benchmarks/speed/result.py: rows of named fields, each number with its unit, read here by row
+kind and field name), the end-to-end runs a folder OUTDIR/STEP/ whose results.jsonl is checked
+here (every record has its metrics, every number is finite, as many records as the run
+reported). A step that failed or timed out gets a row "failed: <reason>" (timed out, exit
+status and the log's last line, unreadable output or output of the wrong shape, NaN or missing
+metrics), followed by whatever it did write, and the other steps are still reported. Standard
+library only (benchmarks/speed/result.py is too, at import): the table comes out even when
+torch does not import.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
+_ROOT = str(Path(__file__).resolve().parents[1])  # the repository, for benchmarks.speed.result
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+from benchmarks.speed.result import Result, Row, parse_result  # noqa: E402
+
 # (step, title): the steps of gpu_check.sh, in the order of the table.
 STEPS = (
     ("meanpool_float32", "meanpool vit_h fp32, realistic load: fast vs reference"),
@@ -33,10 +38,18 @@ STEPS = (
     ("table1_tiny", "subind-bench run table1 --preset tiny, cuda, amp bf16"),
     ("fig3_tiny", "subind-bench run fig3 --preset tiny, cuda, batched trainer"),
 )
+# The benchmark (the "benchmark" of its result) each speed step runs.
+BENCHMARKS = {
+    "meanpool_float32": "pooling",
+    "meanpool_bfloat16": "pooling",
+    "sweep": "sweep",
+    "mask_step": "mask_step",
+    "vision_step": "vision_step",
+}
 
 
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """{'a.b.0.c': value} for every scalar in nested dicts and lists."""
+    """{'a.b.0.c': value} for every scalar in nested dicts and lists (a run's records)."""
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
         for k, v in obj.items():
@@ -50,28 +63,19 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
-def _find(flat: dict[str, Any], *needles: str, exclude: tuple[str, ...] = ()) -> Any:
-    """The first value whose lower-cased key contains every needle and no excluded word."""
-    for key, value in flat.items():
-        k = key.lower()
-        if all(n in k for n in needles) and not any(x in k for x in exclude):
-            return value
-    return None
+def _is_num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _num(value: Any, fmt: str = ".2f", unit: str = "") -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+def _show(row: Row | None, key: str, fmt: str = ".2f") -> str:
+    """Field ``key`` of ``row`` with its unit ("500 ms/image", "10.00x"), strings and booleans
+    as they are; "?" when the row or the field is missing or null."""
+    f = None if row is None else row.fields.get(key)
+    if f is None or f.value is None or isinstance(f.value, list):
         return "?"
-    return f"{value:{fmt}}{unit}"
-
-
-def _numeric(flat: dict[str, Any], limit: int = 8) -> str:
-    items = [
-        f"{k}={v:.3g}"
-        for k, v in flat.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and "provenance" not in k
-    ]
-    return "unrecognised fields: " + (", ".join(items[:limit]) or "none")
+    if not _is_num(f.value):
+        return str(f.value)
+    return f"{f.value:{fmt}}{'' if f.unit == 'x' else ' '}{f.unit}"
 
 
 def _last_line(out: Path, step: str) -> str:
@@ -99,133 +103,91 @@ def _no_output(out: Path, step: str, what: str) -> str:
     return f"failed: exit 0 but no {what} written; last line: {_last_line(out, step)}"
 
 
-def meanpool_rows(data: dict[str, Any]) -> list[str]:
-    flat = _flat({k: v for k, v in data.items() if k != "provenance"})
-    parts_ms = ("encoder", "decoder", "postprocess", "prompt", "all")
-    fast = _find(flat, "fast", "ms_per_image") or _find(flat, "fast", "ms", exclude=parts_ms)
-    ref = _find(flat, "reference", "ms_per_image") or _find(
-        flat, "reference", "ms", exclude=parts_ms
-    )
-    speedup = _find(flat, "speedup") or _find(flat, "speed_up")
-    if speedup is None and isinstance(fast, int | float) and isinstance(ref, int | float) and fast:
-        speedup = ref / fast
-    same = _find(flat, "same")
-    enc = _find(flat, "fast", "encoder")
-    masks = _find(flat, "fast", "masks_per_image")
-    if fast is None and ref is None and speedup is None:
-        return [_numeric(flat)]
+def meanpool_rows(res: Result) -> list[str]:
+    """One row: both paths' ms per image, the speed-up, same partitions, the fast path's
+    encoder time and masks per image ("?" for what a one-path run did not measure)."""
+    fast, ref = res.row("fast"), res.row("reference")
+    both = res.row("fast vs reference")
     parts = [
-        f"fast {_num(fast, '.0f', ' ms/img')}",
-        f"reference {_num(ref, '.0f', ' ms/img')}",
-        f"speed-up {_num(speedup, '.2f', 'x')}",
-        f"same partitions: {same if same is not None else '?'}",
+        f"fast {_show(fast, 'ms_per_image', '.0f')}",
+        f"reference {_show(ref, 'ms_per_image', '.0f')}",
+        f"speed-up {_show(both, 'speedup')}",
+        f"same partitions: {_show(both, 'same_masks')}",
     ]
-    if enc is not None:
-        parts.append(f"fast encoder {_num(enc, '.0f', ' ms/img')}")
-    if masks is not None:
-        parts.append(f"masks/img {_num(masks, '.1f')}")
+    if fast is not None:
+        parts.append(f"fast encoder {_show(fast, 'encoder_ms', '.0f')}")
+        parts.append(_show(fast, "masks_per_image", ".1f"))
     return ["; ".join(parts)]
 
 
-def _per_layer(data: Any) -> list[dict[str, Any]]:
-    """The per-depth entries: a list of dicts with 'layers', wherever it sits."""
-    dicts = isinstance(data, list) and data and all(isinstance(x, dict) for x in data)
-    if dicts and any("layers" in x for x in data):
-        return data
-    if isinstance(data, dict):
-        for v in data.values():
-            found = _per_layer(v)
-            if found:
-                return found
-    return []
-
-
-def sweep_rows(data: dict[str, Any]) -> list[str]:
-    rows = []
-    top = _flat({k: v for k, v in data.items() if not isinstance(v, list | dict)})
-    hours = _find(top, "grid", "hour")
-    if isinstance(hours, int | float):
-        rows.append(f"paper grid, batched, projected: {hours:.2f} h on this GPU")
-    for entry in _per_layer(data) or [data]:
-        flat = _flat({k: v for k, v in entry.items() if k != "provenance"})
-        batched = _find(flat, "batched", "per_h") or _find(flat, "batched", "runs_per")
-        single = None
-        for word in ("one", "single", "serial", "sequential", "unbatched"):
-            single = single or _find(flat, word, "per_h") or _find(flat, word, "runs_per")
-        ratio = _find(flat, "ratio") or _find(flat, "speedup") or _find(flat, "speed_up")
-        if ratio is None and isinstance(batched, int | float) and isinstance(single, int | float):
-            ratio = batched / single if single else None
-        layers = entry.get("layers", "?") if isinstance(entry, dict) else "?"
-        if batched is None and single is None and ratio is None:
-            rows.append(f"L{layers}: {_numeric(flat)}")
-            continue
-        rows.append(
-            f"L{layers}: batched {_num(batched, '.0f', ' runs/h')}; one at a time "
-            f"{_num(single, '.0f', ' runs/h')}; ratio {_num(ratio, '.1f', 'x')}"
-        )
-    return rows
-
-
-def mask_step_rows(data: dict[str, Any]) -> list[str]:
-    rows = []
-    for r in _per_layer(data):
-        rows.append(
-            f"L{r.get('layers', '?')}: plain {_num(r.get('plain_ms'), '.2f', ' ms')}; mask "
-            f"{_num(r.get('mask_ms'), '.2f', ' ms')}; ratio {_num(r.get('ratio'), '.2f', 'x')} "
-            f"(uncached {_num(r.get('naive_ratio'), '.2f', 'x')})"
-        )
-    return rows or [_numeric(_flat(data))]
-
-
-def _ms(r: dict[str, Any]) -> str:
-    """'bf16 24.6 ms/step, 5200 img/s' for one measured setting (or its error)."""
-    if "error" in r:
-        return f"{r.get('dtype', '?')} {r['error']}"
-    s = r.get("s_per_step")
-    ms = _num(1000 * s if _is_num(s) else None, ".1f", " ms/step")
-    return f"{r.get('dtype', '?')} {ms}, {_num(r.get('images_per_s'), '.0f', ' img/s')}"
-
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _projection_row(p: dict[str, Any]) -> str:
-    head = f"Table 1 projected ({p.get('variant', '?')}, {p.get('dtype', '?')})"
-    if "error" in p:
-        return f"{head}: not projected: {p['error']}"
-    models = p.get("models") or {}
-    per_model = ", ".join(
-        f"{m} {_num(w.get('train_hours', 0) + w.get('discovery_hours', 0), '.2f', ' h')}"
-        for m, w in models.items()
-    )
-    discovery = sum(w.get("discovery_hours", 0) for w in models.values())
-    return (
-        f"{head}: 1 GPU {_num(p.get('hours_1gpu'), '.2f', ' h')} ({per_model}; discovery "
-        f"{_num(discovery, '.2f', ' h')} of it); {p.get('gpus', '?')} GPUs: DDP "
-        f"{_num(p.get('hours_ddp'), '.2f', ' h')}, runs dealt "
-        f"{_num(p.get('hours_runs_dealt'), '.2f', ' h')}"
-    )
-
-
-def vision_step_rows(data: dict[str, Any]) -> list[str]:
-    """A row per (arch, batch) with every dtype's time, a row per projection, the assumptions."""
-    by_setting: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for r in data.get("results", []):
-        by_setting.setdefault((r["arch"], r["batch"]), []).append(r)
+def sweep_rows(res: Result) -> list[str]:
+    """The paper grid's projection (when both depths were measured), then a row per depth."""
     rows = [
-        f"{arch} batch {batch} ({', '.join(rs[0].get('roles', []))}): "
-        + "; ".join(_ms(r) for r in rs)
+        f"paper grid, batched, projected: {_show(p, 'hours')} on this GPU"
+        for p in res.rows_of("projection")
+    ]
+    rows += [
+        f"{r.name}: batched {_show(r, 'batched_runs_per_hour', '.0f')}; one at a time "
+        f"{_show(r, 'single_runs_per_hour', '.0f')}; ratio {_show(r, 'speedup', '.1f')}"
+        for r in res.rows_of("depth")
+    ]
+    return rows or ["no depth measured"]
+
+
+def mask_step_rows(res: Result) -> list[str]:
+    """A row per depth: plain and mask step times, their ratio, the uncached ratio."""
+    rows = [
+        f"{r.name}: plain {_show(r, 'plain_ms')}; mask {_show(r, 'mask_ms')}; ratio "
+        f"{_show(r, 'ratio')} (uncached {_show(r, 'naive_ratio')})"
+        for r in res.rows_of("depth")
+    ]
+    return rows or ["no depth measured"]
+
+
+def _setting(r: Row) -> str:
+    """'bf16 0.0246 s/step, 5200 images/s' for one measured setting (or its error)."""
+    if r.value("error") is not None:
+        return f"{_show(r, 'dtype')} {_show(r, 'error')}"
+    return f"{_show(r, 'dtype')} {_show(r, 's_per_step', '.4f')}, {_show(r, 'images_per_s', '.0f')}"
+
+
+def _projection_row(p: Row, models: list[Row]) -> str:
+    head = f"Table 1 projected ({_show(p, 'variant')}, {_show(p, 'dtype')})"
+    if p.value("error") is not None:
+        return f"{head}: not projected: {_show(p, 'error')}"
+    per_model = ", ".join(f"{_show(m, 'model')} {_show(m, 'hours')}" for m in models)
+    return (
+        f"{head}: 1 GPU {_show(p, 'hours_1gpu')} ({per_model}; discovery "
+        f"{_show(p, 'discovery_hours')} of it); {_show(p, 'gpus', 'd')}: DDP "
+        f"{_show(p, 'hours_ddp')}, runs dealt {_show(p, 'hours_runs_dealt')}"
+    )
+
+
+def _projection(row: Row) -> tuple[Any, Any]:
+    """(variant, dtype): which projection a "projection" or "projection_model" row is of."""
+    return row.value("variant"), row.value("dtype")
+
+
+def vision_step_rows(res: Result) -> list[str]:
+    """A row per (arch, batch) with every dtype's time, a row per projection, the assumptions."""
+    by_setting: dict[tuple[Any, Any], list[Row]] = {}
+    for r in res.rows_of("setting"):
+        by_setting.setdefault((r.value("arch"), r.value("batch")), []).append(r)
+    rows = [
+        f"{arch} batch {batch} ({_show(rs[0], 'roles')}): " + "; ".join(_setting(r) for r in rs)
         for (arch, batch), rs in by_setting.items()
     ]
-    rows += [_projection_row(p) for p in data.get("projections", [])]
-    if data.get("projections"):
-        assumed = " (assumed)" if data.get("mask_step_factor_assumed") else ""
+    models = res.rows_of("projection_model")
+    projections = res.rows_of("projection")
+    for p in projections:
+        rows.append(_projection_row(p, [m for m in models if _projection(m) == _projection(p)]))
+    projected = [p for p in projections if p.value("error") is None]
+    if projected:
         rows.append(
-            f"mask step = {_num(data.get('mask_step_factor'), '.2f', 'x')} a plain step{assumed}; "
-            f"left out: {data.get('left_out', '?')}"
+            f"mask step = {_show(projected[0], 'mask_step_factor')} a plain step (assumed); "
+            f"left out: {_show(projected[0], 'left_out')}"
         )
-    return rows or [_numeric(_flat(data))]
+    return rows or ["nothing measured"]
 
 
 PARSERS = {
@@ -370,7 +332,8 @@ def step_rows(out: Path, step: str) -> list[str]:
         if step in RUN_CHECKS:
             rows = run_rows(out, step)
         else:
-            rows = PARSERS[step](json.loads((out / f"{step}.json").read_text()))
+            data = json.loads((out / f"{step}.json").read_text())
+            rows = PARSERS[step](parse_result(data, BENCHMARKS[step]))
     except FileNotFoundError:
         return [failure or _no_output(out, step, _output_name(step))]
     except (OSError, ValueError, AttributeError, TypeError, KeyError) as e:

@@ -6,4 +6,7 @@ with ``python -m benchmarks.speed.NAME``; ``tools/gpu_check.sh`` runs them on a 
 - ``sweep``: arithmetic transfer runs batched vs one at a time;
 - ``mask_step``: discovery's mask step vs a plain training step;
 - ``vision_step``: one training step of each vision architecture.
+
+Each writes its ``--json`` in the one shape of ``result`` (rows of named fields, every number
+with its unit), which ``tools/gpu_check_table.py`` reads.
 """

@@ -24,6 +24,7 @@ import torch
 
 from benchmarks.arithmetic.gpt2 import GPT2, GPT2Config
 from benchmarks.arithmetic.tasks import last_token_loss
+from benchmarks.speed.result import Field, Row, write_result
 from subind.discover import DiscoveryConfig
 from subind.masks import add_masks, select_parameters
 from subind.train import TrainConfig
@@ -156,9 +157,6 @@ def table(results: list[dict]) -> str:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 def main(device, layers, steps, rounds, threads, json_path) -> None:
     """Print plain step ms, mask step ms and their ratio per depth."""
-    from subind.io import write_json_atomic
-    from subind.provenance import provenance
-
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -171,22 +169,33 @@ def main(device, layers, steps, rounds, threads, json_path) -> None:
             f"--layers takes comma-separated integers, got {layers!r}"
         ) from None
     results = [measure(L, dev, steps=steps, rounds=rounds) for L in depths]
-    click.echo(table(results))
+    text = table(results)
+    click.echo(text)
     if json_path:
-        write_json_atomic(
-            json_path,
-            {
-                "benchmark": "mask_step_speed",
-                "device": str(dev),
-                "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-                "threads": torch.get_num_threads(),
-                "steps": steps,
-                "rounds": rounds,
-                "batch_size": 50,
-                "results": results,
-                "provenance": provenance(),
-            },
+        config = {
+            "device": str(dev),
+            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(),
+            "layers": depths,
+            "steps": steps,
+            "rounds": rounds,
+            "batch_size": 50,
+        }
+        write_result(json_path, "mask_step", config, result_rows(results), text.splitlines())
+
+
+def result_rows(results: list[dict]) -> list[Row]:
+    """A "depth" row per result of :func:`measure`: medians in ms/step, their ratios, and every
+    round's time (``*_ms_all``)."""
+    units = {"layers": "layers", "ratio": "x", "naive_ratio": "x"}
+    return [
+        Row(
+            f"{r['layers']} layers",
+            "depth",
+            {k: Field(v, units.get(k, "ms/step")) for k, v in r.items()},
         )
+        for r in results
+    ]
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ import click
 import numpy as np
 import torch
 
+from benchmarks.speed.result import Field, Row, write_result
+
 PATHS = ("fast", "reference")
 LOADS = ("random", "realistic")
 
@@ -278,10 +280,9 @@ def _stage_table(records: list[dict]) -> dict[str, dict[str, float]]:
 @click.option("--json", "--json-out", "json_out", default=None, help="Write results as JSON here.")
 def main(device, model_type, sam_checkpoint, random_weights, load, folder, n_images, warmup,
          repeats, size, dtype, backends, points_per_batch, encoder_batch, pred_iou_thresh,
-         stability_score_thresh, threads, json_out) -> dict:  # fmt: skip
+         stability_score_thresh, threads, json_out) -> list[Row]:  # fmt: skip
     """Images/s and time split for the fast and the reference mask generation paths."""
     from meanpool.model import TINY_TEST
-    from subind.provenance import provenance
 
     torch.set_num_threads(threads)
     if not random_weights and sam_checkpoint is None:
@@ -313,7 +314,7 @@ def main(device, model_type, sam_checkpoint, random_weights, load, folder, n_ima
         sam, all_images[warmup:], configs, dev, all_images[:warmup], repeats=repeats
     )
     stats = {p: summarize(p, records[p]) for p in paths}
-    result = {
+    config = {
         "device": str(dev),
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "threads": threads,
@@ -333,20 +334,16 @@ def main(device, model_type, sam_checkpoint, random_weights, load, folder, n_ima
             }
             for p, c in configs.items()
         },
-        **stats,
-        "raw": records,
-        "provenance": provenance(),
     }
-    click.echo(
+    head = (
         f"{model_type} on {dev}, {threads} threads, load {load}, fast encoder {dtype}; "
         f"medians over {len(records[paths[0]])} timed runs after {warmup} warm-up image(s)"
     )
-    _report(result, stats, records, masks)
+    click.echo(head)
+    rows, summary = _report(stats, records, masks)
     if json_out:
-        from subind.io import write_json_atomic
-
-        write_json_atomic(json_out, result)
-    return result
+        write_result(json_out, "pooling", config, rows, [head, *summary])
+    return rows
 
 
 def _sam(model_type: str, checkpoint: str | None, random_weights: bool, load: str, dev):
@@ -377,39 +374,73 @@ def _configs(given: dict, dtype: str, backends: tuple[str, ...]) -> dict:
     return {p: configs[p] for p in PATHS if not backends or p in backends}
 
 
-def _report(result: dict, stats: dict, records: dict, masks: dict) -> None:
-    """Print the table, the mask counts, the encoder floor and the speed-up; add the ratios
-    (and whether both paths gave the same masks) to ``result``."""
+def _report(stats: dict, records: dict, masks: dict) -> tuple[list[Row], list[str]]:
+    """Print the table, the mask counts, the encoder floor and the speed-up; return the rows of
+    the result (each path, each filter stage, the comparison, each timed image) and the
+    one-line summary of the encoder floor and the speed-up."""
     cols = ("images_per_s", "ms_per_image", "min_ms", "max_ms")
     cols += ("encoder_ms", "decoder_ms", "postprocess_ms", "masks_per_image")
     click.echo("path       " + " ".join(f"{c:>14}" for c in cols))
     for st in stats.values():
         click.echo(f"{st['backend']:<10} " + " ".join(f"{st[c]:14.2f}" for c in cols))
+    extra: dict[str, dict[str, Field]] = {p: {} for p in stats}  # per path, beyond summarize()
+    stage_rows, summary = [], []
     if "fast" in stats:
         fast = stats["fast"]
         stages = _stage_table(records["fast"])
-        result["stages"] = stages
-        result["encoder_floor_ratio"] = fast["ms_per_image"] / fast["encoder_ms"]
+        stage_rows = [
+            Row(f"stage {s}", "stage", {k: Field(v, "masks/image") for k, v in counts.items()})
+            for s, counts in stages.items()
+        ]
+        floor = fast["ms_per_image"] / fast["encoder_ms"]
+        extra["fast"]["encoder_floor_ratio"] = Field(floor, "x")
         click.echo(
             "masks per image (fast path, mean): "
             + ", ".join(f"{s} {v['mean']:.1f}" for s, v in stages.items())
         )
-        click.echo(
+        summary.append(
             f"fast path: image + crops through the encoder {fast['encoder_ms']:.2f} ms; whole "
-            f"fast path {result['encoder_floor_ratio']:.2f}x that"
+            f"fast path {floor:.2f}x that"
         )
+        click.echo(summary[-1])
+    comparison = []
     if len(stats) == 2:
-        result["speedup_fast_over_reference"] = (
-            stats["reference"]["ms_per_image"] / stats["fast"]["ms_per_image"]
-        )
-        result["same_masks"] = all(
+        speedup = stats["reference"]["ms_per_image"] / stats["fast"]["ms_per_image"]
+        same = all(
             a.shape == b.shape and np.array_equal(a, b)
             for a, b in zip(masks["fast"], masks["reference"], strict=True)
         )
-        click.echo(
-            f"fast/reference speed-up: {result['speedup_fast_over_reference']:.2f}x; "
-            f"same masks: {result['same_masks']}"
-        )
+        fields = {"speedup": Field(speedup, "x"), "same_masks": Field(same)}
+        comparison = [Row("fast vs reference", "comparison", fields)]
+        summary.append(f"fast/reference speed-up: {speedup:.2f}x; same masks: {same}")
+        click.echo(summary[-1])
+    paths = [_path_row(st, extra[p]) for p, st in stats.items()]
+    images = [_image_row(p, r) for p, recs in records.items() for r in recs]
+    return [*paths, *stage_rows, *comparison, *images], summary
+
+
+# The unit of each number of summarize() and of a per-image record.
+_PATH_UNITS = {"images": "images", "timed_runs": "runs", "images_per_s": "images/s"}
+_PATH_UNITS |= {"masks_per_image": "masks/image"}
+_IMAGE_UNITS = {"image": "index", "repeat": "index", "masks": "masks"}
+
+
+def _path_row(stats: dict, extra: dict[str, Field]) -> Row:
+    """A path's row: its summarize() figures (times in ms/image, medians unless min/max)."""
+    fields = {"backend": Field(stats["backend"])}
+    fields |= {
+        k: Field(v, _PATH_UNITS.get(k, "ms/image")) for k, v in stats.items() if k != "backend"
+    }
+    return Row(stats["backend"], "path", fields | extra)
+
+
+def _image_row(path: str, record: dict) -> Row:
+    """One timed image of one path: its times (ms), masks and (fast path) masks per stage."""
+    fields = {"path": Field(path)}
+    fields |= {k: Field(v, _IMAGE_UNITS.get(k, "ms")) for k, v in record.items() if k != "stages"}
+    fields |= {f"after_{s}": Field(n, "masks") for s, n in record.get("stages", {}).items()}
+    name = f"{path} image {record['image']} repeat {record['repeat']}"
+    return Row(name, "image", fields)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ depth between them (printed only when both are measured).
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import click
 import torch
@@ -32,6 +30,7 @@ from benchmarks.arithmetic.config import PAPER_SIZES, PRESETS
 from benchmarks.arithmetic.gpt2 import GPT2
 from benchmarks.arithmetic.stages import model_config
 from benchmarks.arithmetic.tasks import Batches, accuracy, last_token_loss
+from benchmarks.speed.result import Field, Row, write_result
 from subind.conditions import CONDITIONS, DEFAULT_CONDITIONS
 from subind.subnetwork import Subnetwork
 from subind.train import TrainConfig, fit
@@ -180,21 +179,46 @@ def main(device, layers, seeds, epochs, single_runs, threads, json_path) -> list
     depths = [int(x) for x in layers.split(",") if x]
     rows = [measure(L, dev, seeds, epochs, single_runs) for L in depths]
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu x{threads} threads"
-    click.echo(f"transfer runs per hour on {name} (paper settings, n=0, {EPOCHS} epochs/run)")
-    click.echo("| layers | group | one at a time (runs/h) | batched (runs/h) | ratio |")
-    click.echo("|---|---|---|---|---|")
-    for r in rows:
-        click.echo(
-            f"| {r['layers']} | {r['group_size']} | {r['single_runs_per_hour']:.1f} | "
-            f"{r['batched_runs_per_hour']:.1f} | {r['speedup']:.2f}x |"
-        )
+    lines = [
+        f"transfer runs per hour on {name} (paper settings, n=0, {EPOCHS} epochs/run)",
+        "| layers | group | one at a time (runs/h) | batched (runs/h) | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['layers']} | {r['group_size']} | {r['single_runs_per_hour']:.1f} | "
+        f"{r['batched_runs_per_hour']:.1f} | {r['speedup']:.2f}x |"
+        for r in rows
+    ]
     hours = project_paper_grid(rows)
     if hours is not None:
-        click.echo(f"paper grid (4,080 runs), batched, projected: {hours:.2f} h")
+        lines.append(f"paper grid (4,080 runs), batched, projected: {hours:.2f} h")
+    for line in lines:
+        click.echo(line)
     if json_path:
-        payload = {"device": name, "rows": rows, "paper_grid_hours_batched": hours}
-        Path(json_path).write_text(json.dumps(payload, indent=2))
+        config = {"device": str(dev), "device_name": name, "threads": threads, "layers": depths,
+                  "seeds": seeds, "epochs": epochs, "single_runs": single_runs,
+                  "epochs_per_run": EPOCHS}  # fmt: skip
+        write_result(json_path, "sweep", config, result_rows(rows, hours), lines)
     return rows
+
+
+# The unit of each figure measure() returns.
+_UNITS = {"layers": "layers", "group_size": "runs", "steps_per_epoch": "steps", "speedup": "x"}
+_UNITS |= {"batched_group_step_s": "s/step", "batched_group_validation_s": "s"}
+_UNITS |= {"single_s_per_run_epoch": "s", "batched_s_per_run_epoch": "s"}
+_UNITS |= {"single_runs_per_hour": "runs/h", "batched_runs_per_hour": "runs/h"}
+
+
+def result_rows(rows: list[dict[str, float]], hours: float | None) -> list[Row]:
+    """A "depth" row per measured depth, then the "projection" row of the paper's grid (when
+    both 2 and 12 layers were measured)."""
+    out = [
+        Row(f"{r['layers']} layers", "depth", {k: Field(v, _UNITS[k]) for k, v in r.items()})
+        for r in rows
+    ]
+    if hours is not None:
+        out.append(Row("paper grid, batched", "projection", {"hours": Field(hours, "h")}))
+    return out
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ import click
 import torch
 from torch import nn
 
+from benchmarks.speed.result import Field, Row, write_result
 from benchmarks.vision.config import PRESETS, Table1Config
 from benchmarks.vision.models import ARCHS
 
@@ -379,21 +380,27 @@ def main(
     cfg = PRESETS.get(preset)
     variants = ([(preset, cfg)] + [_variant(cfg, s) for s in project_sets]) if project else []
     plan = plan_settings(arch_list, batch, cfg, [v for _, v in variants], gpus)
-    payload = _payload(dev, steps, warmup, mask_step_factor)
+    config = _config(dev, arch_list, dtype_list, batch, preset, list(project_sets), gpus,
+                     mask_step_factor, steps, warmup)  # fmt: skip
+    write = _writer(json_path, config)
+    results: list[dict[str, Any]] = []
     click.echo(f"| arch | batch | dtype | device | for | s/step (median of {steps}) | images/s |")
     click.echo("|---|---|---|---|---|---|---|")
     for arch, batches in plan.items():
         for entry in _measure_arch(arch, batches, dtype_list, dev, steps, warmup):
-            payload["results"].append(entry)
+            results.append(entry)
             click.echo(_row(entry, device))
-            _write(json_path, payload)
+            write(results, [], [])
     assume = ProjectionAssumptions(mask_step_factor, gpus)
-    payload["projections"] = _projections(payload["results"], variants, dtype_list, assume)
-    for p in payload["projections"]:
-        click.echo(projection_text(p))
-    if payload["projections"]:
-        click.echo(f"(mask step = {mask_step_factor}x a plain step, assumed; left out: {LEFT_OUT})")
-    _write(json_path, payload)
+    projections = _projections(results, variants, dtype_list, assume)
+    summary = [projection_text(p) for p in projections]
+    if projections:
+        summary.append(
+            f"(mask step = {mask_step_factor}x a plain step, assumed; left out: {LEFT_OUT})"
+        )
+    for line in summary:
+        click.echo(line)
+    write(results, projections, summary)
 
 
 def _check_lists(
@@ -418,30 +425,93 @@ def _check_lists(
     return arch_list, dtype_list
 
 
-def _payload(dev: torch.device, steps: int, warmup: int, factor: float) -> dict[str, Any]:
-    from subind.provenance import provenance
-
+def _config(dev: torch.device, archs: list[str], dtypes: list[str], batch: str, preset: str,
+            project_sets: list[str], gpus: int, factor: float, steps: int,
+            warmup: int) -> dict[str, Any]:  # fmt: skip
+    """The resolved options, as the result's config."""
     return {
-        "benchmark": "vision_step_speed",
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
+        "archs": archs,
+        "dtypes": dtypes,
+        "batch": batch,
+        "preset": preset,
+        "project_sets": project_sets,
+        "gpus": gpus,
+        "mask_step_factor": factor,
         "steps": steps,
         "warmup": warmup,
-        "mask_step_factor": factor,
-        "mask_step_factor_assumed": True,
-        "left_out": LEFT_OUT,
-        "results": [],
-        "projections": [],
-        "provenance": provenance(),
     }
 
 
-def _write(json_path: str | None, payload: dict[str, Any]) -> None:
-    if json_path:
-        from subind.io import write_json_atomic
+_Write = Callable[[list[dict[str, Any]], list[dict[str, Any]], list[str]], None]
 
-        write_json_atomic(json_path, payload)
+
+def _writer(json_path: str | None, config: dict[str, Any]) -> _Write:
+    """write(results, projections, summary): the result file rewritten with what is known so
+    far (provenance taken once: it runs git); nothing when ``json_path`` is None."""
+    if not json_path:
+        return lambda results, projections, summary: None
+    from subind.provenance import provenance
+
+    prov = provenance()
+
+    def write(results: list[dict], projections: list[dict], summary: list[str]) -> None:
+        rows = [setting_row(r) for r in results] + projection_rows(projections)
+        write_result(json_path, "vision_step", config, rows, summary, prov)
+
+    return write
+
+
+def setting_row(entry: dict[str, Any]) -> Row:
+    """The "setting" row of one measured (arch, batch, dtype): its median s/step, images/s and
+    every timed step, or its error."""
+    fields = {k: Field(entry[k]) for k in ("arch", "dtype")}
+    fields |= {"batch": Field(entry["batch"], "images"), "roles": Field(", ".join(entry["roles"]))}
+    if "error" in entry:
+        fields["error"] = Field(entry["error"])
+    else:
+        fields["s_per_step"] = Field(entry["s_per_step"], "s/step")
+        fields["images_per_s"] = Field(entry["images_per_s"], "images/s")
+        fields["s_per_step_all"] = Field(entry["s_all"], "s/step")
+    name = f"{entry['arch']} batch {entry['batch']} {entry['dtype']}"
+    return Row(name, "setting", fields)
+
+
+# The unit of each number of a projection (project_table1) and of its per-model workload.
+_UNITS = {"gpus": "GPUs", "mask_step_factor": "x", "train_batch": "images"}
+_UNITS |= {"discovery_batch": "images", "ddp_batch_per_gpu": "images"}
+_UNITS |= {k: "runs" for k in ("trained_runs", "discovery_runs", "discovery_dealt")}
+_UNITS |= {"train_steps": "steps", "discovery_steps": "steps"}
+
+
+def projection_rows(projections: list[dict[str, Any]]) -> list[Row]:
+    """Per projection of :func:`_projections`: a "projection" row (hours on 1 GPU and on
+    ``gpus`` GPUs both ways, the assumed mask step factor, what is left out; or its error) and
+    a "projection_model" row per model (its workload and hours), both with the projection's
+    variant and dtype."""
+    rows = []
+    for p in projections:
+        ident = {"variant": Field(p["variant"]), "dtype": Field(p["dtype"])}
+        head = f"Table 1 projection ({p['variant']}, {p['dtype']})"
+        fields = ident | {
+            k: Field(p[k], "h") for k in ("hours_1gpu", "hours_ddp", "hours_runs_dealt") if k in p
+        }
+        fields |= {k: Field(p[k], _UNITS[k]) for k in ("gpus", "mask_step_factor") if k in p}
+        if "error" in p:
+            fields["error"] = Field(p["error"])
+        else:
+            discovery = sum(w["discovery_hours"] for w in p["models"].values())
+            fields |= {"discovery_hours": Field(discovery, "h"), "left_out": Field(p["left_out"])}
+        rows.append(Row(head, "projection", fields))
+        for model, w in p.get("models", {}).items():
+            hours = {k: Field(v, "h") for k, v in w.items() if k.endswith("_hours")}
+            hours["hours"] = Field(w["train_hours"] + w["discovery_hours"], "h")
+            counts = {k: Field(v, _UNITS[k]) for k, v in w.items() if not k.endswith("_hours")}
+            fields = ident | {"model": Field(model)} | counts | hours
+            rows.append(Row(f"{head} {model}", "projection_model", fields))
+    return rows
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 hand-made JSON and results.jsonl of every step, the script's syntax and time budget, and its
 plumbing with a stand-in Python."""
 
+import copy
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.speed.result import Field, Result, Row, parse_result, to_json
 from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,35 +25,42 @@ def _collector():
     return mod
 
 
-MEANPOOL = {
-    "model_type": "vit_h",
-    "fast": {
-        "backend": "fast",
-        "ms_per_image": 500.0,
-        "encoder_ms": 300.0,
-        "masks_per_image": 42.0,
-    },
-    "reference": {"backend": "reference", "ms_per_image": 5000.0, "encoder_ms": 400.0},
-    "speedup_fast_over_reference": 10.0,
-    "same_masks": True,
-}
-SWEEP = {
-    "results": [
-        {"layers": 2, "batched_runs_per_hour": 36000.0, "one_at_a_time_runs_per_hour": 1200.0},
-        {
-            "layers": 12,
-            "batched_runs_per_hour": 9000.0,
-            "one_at_a_time_runs_per_hour": 300.0,
-            "ratio": 30.0,
-        },
-    ]
-}
-MASK = {
-    "results": [
-        {"layers": 2, "plain_ms": 6.0, "mask_ms": 7.2, "ratio": 1.2, "naive_ratio": 1.5},
-        {"layers": 12, "plain_ms": 25.0, "mask_ms": 30.0, "ratio": 1.2, "naive_ratio": 1.4},
-    ]
-}
+def _result(benchmark: str, *rows: Row) -> dict:
+    """A benchmark's JSON in the one shape (benchmarks/speed/result.py)."""
+    return to_json(Result(benchmark, {"device": "cuda"}, rows))
+
+
+MEANPOOL = _result(
+    "pooling",
+    Row("fast", "path", {"ms_per_image": Field(500.0, "ms/image"),
+                         "encoder_ms": Field(300.0, "ms/image"),
+                         "masks_per_image": Field(42.0, "masks/image")}),
+    Row("reference", "path", {"ms_per_image": Field(5000.0, "ms/image"),
+                              "encoder_ms": Field(400.0, "ms/image")}),
+    Row("fast vs reference", "comparison", {"speedup": Field(10.0, "x"),
+                                            "same_masks": Field(True)}),
+)  # fmt: skip
+
+
+def _depth(layers: int, **fields: tuple) -> Row:
+    return Row(f"{layers} layers", "depth", {k: Field(*v) for k, v in fields.items()})
+
+
+SWEEP = _result(
+    "sweep",
+    _depth(2, batched_runs_per_hour=(36000.0, "runs/h"), single_runs_per_hour=(1200.0, "runs/h"),
+           speedup=(30.0, "x")),
+    _depth(12, batched_runs_per_hour=(9000.0, "runs/h"), single_runs_per_hour=(300.0, "runs/h"),
+           speedup=(30.0, "x")),
+    Row("paper grid, batched", "projection", {"hours": Field(0.75, "h")}),
+)  # fmt: skip
+MASK = _result(
+    "mask_step",
+    _depth(2, plain_ms=(6.0, "ms/step"), mask_ms=(7.2, "ms/step"), ratio=(1.2, "x"),
+           naive_ratio=(1.5, "x")),
+    _depth(12, plain_ms=(25.0, "ms/step"), mask_ms=(30.0, "ms/step"), ratio=(1.2, "x"),
+           naive_ratio=(1.4, "x")),
+)  # fmt: skip
 
 
 def _write(out: Path, step: str, data=None, rc: int = 0, log: str = "done") -> None:
@@ -73,47 +82,71 @@ def test_table_from_hand_made_json_with_every_kind_of_failure(tmp_path):
     text = mod.table(tmp_path)
     assert "GPU: NVIDIA H100; torch 2.9; CUDA 12.8" in text
     assert (
-        "fast 500 ms/img; reference 5000 ms/img; speed-up 10.00x; same partitions: True; "
-        "fast encoder 300 ms/img; masks/img 42.0" in text
+        "fast 500 ms/image; reference 5000 ms/image; speed-up 10.00x; same partitions: True; "
+        "fast encoder 300 ms/image; 42.0 masks/image" in text
     )
     assert "failed: timed out (exit 124); last line: image 3/5" in text
-    assert "L2: batched 36000 runs/h; one at a time 1200 runs/h; ratio 30.0x" in text  # derived
-    assert "L12: batched 9000 runs/h; one at a time 300 runs/h; ratio 30.0x" in text
+    assert "| paper grid, batched, projected: 0.75 h on this GPU |" in text
+    assert "2 layers: batched 36000 runs/h; one at a time 1200 runs/h; ratio 30.0x" in text
+    assert "12 layers: batched 9000 runs/h; one at a time 300 runs/h; ratio 30.0x" in text
     assert "failed: unreadable mask_step.json" in text
     assert text.count("| ") >= 6
     _write(tmp_path, "mask_step", MASK)
     (tmp_path / "sweep.json").unlink()
     _write(tmp_path, "sweep", None, rc=1, log="Traceback...\nModuleNotFoundError: no sweep")
     text = mod.table(tmp_path)
-    assert "L12: plain 25.00 ms; mask 30.00 ms; ratio 1.20x (uncached 1.40x)" in text
+    assert (
+        "12 layers: plain 25.00 ms/step; mask 30.00 ms/step; ratio 1.20x (uncached 1.40x)" in text
+    )
     assert "failed: exit 1: ModuleNotFoundError: no sweep" in text
     (tmp_path / "env.json").unlink()
     assert "environment: failed" in mod.table(tmp_path)
 
 
-def test_sweep_rows_read_the_sweep_benchmarks_fields():
-    data = {
-        "device": "NVIDIA H100",
-        "rows": [
-            {"layers": 2, "group_size": 40, "batched_group_step_s": 0.01,
-             "single_runs_per_hour": 100.0, "batched_runs_per_hour": 2500.0, "speedup": 25.0},
-        ],
-        "paper_grid_hours_batched": 0.75,
-    }  # fmt: skip
-    assert _collector().sweep_rows(data) == [
-        "paper grid, batched, projected: 0.75 h on this GPU",
-        "L2: batched 2500 runs/h; one at a time 100 runs/h; ratio 25.0x",
-    ]
+def test_a_one_path_meanpool_shows_what_it_did_not_measure_as_unknown():
+    one_path = _result(
+        "pooling", Row("reference", "path", {"ms_per_image": Field(900.0, "ms/image")})
+    )
+    rows = _collector().meanpool_rows(parse_result(one_path))
+    assert rows == ["fast ?; reference 900 ms/image; speed-up ?; same partitions: ?"]
 
 
-def test_unknown_json_shows_its_numbers_and_missing_steps_say_not_run(tmp_path):
+def test_output_of_the_wrong_shape_or_benchmark_fails_and_missing_steps_say_not_run(tmp_path):
     mod = _collector()
-    _write(tmp_path, "sweep", {"results": [{"layers": 2, "throughput": 12.5}]})
+    _write(tmp_path, "sweep", {"results": [{"layers": 2, "throughput": 12.5}]})  # an old shape
+    _write(tmp_path, "mask_step", SWEEP)
+    no_unit = copy.deepcopy(MASK)
+    no_unit["rows"][1]["fields"]["ratio"]["unit"] = ""
+    _write(tmp_path, "meanpool_float32", no_unit | {"benchmark": "pooling"})
+    assert mod.step_rows(tmp_path, "sweep") == [
+        "failed: unreadable sweep.json: ValueError: not a speed benchmark result: expected the "
+        "keys ('benchmark', 'schema', 'config', 'rows', 'summary', 'provenance'), got ['results']"
+    ]
+    assert mod.step_rows(tmp_path, "mask_step") == [
+        "failed: unreadable mask_step.json: ValueError: benchmark 'sweep', expected 'mask_step'"
+    ]
+    assert mod.step_rows(tmp_path, "meanpool_float32") == [
+        "failed: unreadable meanpool_float32.json: ValueError: rows[1].fields.ratio: the number "
+        "1.2 has no unit"
+    ]
     text = mod.table(tmp_path)
-    assert "L2: unrecognised fields: layers=2, throughput=12.5" in text
     assert "failed: not run" in text
     assert mod.main([str(tmp_path)]) == 0 and (tmp_path / "table.md").read_text() == text
     assert mod.main([str(tmp_path / "missing")]) == 2
+
+
+def test_the_table_comes_out_when_torch_does_not_import(tmp_path):
+    _write(tmp_path, "mask_step", MASK)
+    code = (
+        "import runpy, sys; sys.modules['torch'] = None\n"  # import torch now raises ImportError
+        f"sys.argv = ['gpu_check_table.py', {str(tmp_path)!r}]\n"
+        f"runpy.run_path({str(ROOT / 'tools' / 'gpu_check_table.py')!r}, run_name='__main__')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the script finds the repo
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=60)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "2 layers: plain 6.00 ms/step; mask 7.20 ms/step" in res.stdout
 
 
 def test_script_parses():
@@ -123,27 +156,39 @@ def test_script_parses():
     assert res.returncode == 2 and "usage: tools/gpu_check.sh OUTDIR" in res.stderr
 
 
-VISION = {
-    "benchmark": "vision_step_speed",
-    "mask_step_factor": 1.3,
-    "mask_step_factor_assumed": True,
-    "left_out": "data loading, evaluation",
-    "results": [
-        {"arch": "resnet18", "batch": 128, "dtype": "fp32", "roles": ["train"],
-         "s_per_step": 0.05, "images_per_s": 2560.0},
-        {"arch": "resnet18", "batch": 128, "dtype": "bf16", "roles": ["train"],
-         "s_per_step": 0.025, "images_per_s": 5120.0},
-        {"arch": "vit_b_16", "batch": 512, "dtype": "fp32", "roles": ["train"],
-         "error": "out of GPU memory"},
-    ],
-    "projections": [
-        {"variant": "paper", "dtype": "bf16", "gpus": 8, "hours_1gpu": 12.5,
-         "hours_ddp": 3.25, "hours_runs_dealt": 4.0,
-         "models": {"resnet18": {"train_hours": 2.0, "discovery_hours": 0.5},
-                    "vit_b_16": {"train_hours": 9.0, "discovery_hours": 1.0}}},
-        {"variant": "paper", "dtype": "fp32", "error": "no step time for vit_b_16 at batch 512"},
-    ],
-}  # fmt: skip
+def _setting(arch: str, batch: int, dtype: str, **fields: Field) -> Row:
+    ident = {"arch": Field(arch), "batch": Field(batch, "images"), "dtype": Field(dtype)}
+    return Row(
+        f"{arch} batch {batch} {dtype}", "setting", ident | {"roles": Field("train")} | fields
+    )
+
+
+def _projection(dtype: str, **fields: Field) -> Row:
+    ident = {"variant": Field("paper"), "dtype": Field(dtype)}
+    return Row(f"Table 1 projection (paper, {dtype})", "projection", ident | fields)
+
+
+def _model_hours(dtype: str, model: str, hours: float) -> Row:
+    fields = {"variant": Field("paper"), "dtype": Field(dtype), "model": Field(model),
+              "hours": Field(hours, "h"), "train_steps": Field(1000, "steps")}  # fmt: skip
+    return Row(f"Table 1 projection (paper, {dtype}) {model}", "projection_model", fields)
+
+
+VISION = _result(
+    "vision_step",
+    _setting("resnet18", 128, "fp32", s_per_step=Field(0.05, "s/step"),
+             images_per_s=Field(2560.0, "images/s")),
+    _setting("resnet18", 128, "bf16", s_per_step=Field(0.025, "s/step"),
+             images_per_s=Field(5120.0, "images/s")),
+    _setting("vit_b_16", 512, "fp32", error=Field("out of GPU memory")),
+    _projection("bf16", gpus=Field(8, "GPUs"), mask_step_factor=Field(1.3, "x"),
+                hours_1gpu=Field(12.5, "h"), hours_ddp=Field(3.25, "h"),
+                hours_runs_dealt=Field(4.0, "h"), discovery_hours=Field(1.5, "h"),
+                left_out=Field("data loading, evaluation")),
+    _model_hours("bf16", "resnet18", 2.5),
+    _model_hours("bf16", "vit_b_16", 10.0),
+    _projection("fp32", error=Field("no step time for vit_b_16 at batch 512")),
+)  # fmt: skip
 
 
 def _record(key: str, **metrics) -> dict:
@@ -170,9 +215,10 @@ def _write_run(out: Path, step: str, records, rc: int = 0, reported: int | None 
 
 
 def test_vision_step_rows_give_every_setting_projection_and_assumption():
-    rows = _collector().vision_step_rows(VISION)
+    rows = _collector().vision_step_rows(parse_result(VISION))
     assert rows == [
-        "resnet18 batch 128 (train): fp32 50.0 ms/step, 2560 img/s; bf16 25.0 ms/step, 5120 img/s",
+        "resnet18 batch 128 (train): fp32 0.0500 s/step, 2560 images/s; bf16 0.0250 s/step, "
+        "5120 images/s",
         "vit_b_16 batch 512 (train): fp32 out of GPU memory",
         "Table 1 projected (paper, bf16): 1 GPU 12.50 h (resnet18 2.50 h, vit_b_16 10.00 h; "
         "discovery 1.50 h of it); 8 GPUs: DDP 3.25 h, runs dealt 4.00 h",
@@ -233,7 +279,7 @@ def test_runs_with_nan_or_missing_metrics_fail_and_the_other_steps_are_reported(
         "failed: 1 of 1 records have NaN or missing metrics: a: trainer='single', expected 'batched'"
         in text
     )
-    assert "L12: plain 25.00 ms; mask 30.00 ms" in text  # the others still reported
+    assert "12 layers: plain 25.00 ms/step; mask 30.00 ms/step" in text  # the others reported
 
 
 def test_failed_runs_show_the_reason_then_what_they_wrote(tmp_path):
@@ -362,7 +408,7 @@ def test_script_runs_every_step_and_prints_one_table(tmp_path, stand_in_python):
     assert table.count("failed: exit 3: RuntimeError: no CUDA on benchmarks.speed.") == 3
     assert "failed: exit 3: RuntimeError: no CUDA on benchmarks.cli run table1" in table
     assert not (out / "table1_tiny").exists() and not (out / "sweep.json").exists()
-    assert "L2: plain 6.00 ms; mask 7.20 ms; ratio 1.20x" in table
+    assert "2 layers: plain 6.00 ms/step; mask 7.20 ms/step; ratio 1.20x" in table
     assert "Table 1 projected (paper, bf16): 1 GPU 12.50 h" in table
     assert (
         "| 1 records (the run reported 1), every metric present and finite; wall time 3 s |"

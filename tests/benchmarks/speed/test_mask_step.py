@@ -1,9 +1,9 @@
-import json
-
 import torch
 from click.testing import CliRunner
 
 from benchmarks.speed.mask_step import main, measure, table
+from benchmarks.speed.result import read_result
+from tests.scripts import load_script
 
 
 def test_measure_times_every_step_kind_and_reports_ratios():
@@ -21,7 +21,15 @@ def test_cli_prints_the_table_and_writes_json(tmp_path):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "mask/plain" in res.output
-    data = json.loads(path.read_text())
-    assert data["results"][0]["layers"] == 1 and data["provenance"]["versions"]["torch"]
+    result = read_result(path, "mask_step")  # the one shape: every number with its unit
+    (row,) = result.rows_of("depth")
+    assert row.name == "1 layers" and row.value("layers") == 1
+    assert row.value("ratio") == row.value("mask_ms") / row.value("plain_ms")
+    assert row.fields["plain_ms"].unit == "ms/step" and row.fields["ratio"].unit == "x"
+    assert len(row.value("plain_ms_all")) == 1 and row.fields["plain_ms_all"].unit == "ms/step"
+    assert result.config["steps"] == 1 and result.provenance["versions"]["torch"]
+    assert list(result.summary) == res.output.strip().splitlines()
+    (row,) = load_script("tools/gpu_check_table.py").mask_step_rows(result)  # the GPU check's
+    assert row.startswith("1 layers: plain ") and "?" not in row
     res = CliRunner().invoke(main, ["--layers", "two"])
     assert res.exit_code == 2 and "comma-separated integers" in res.output

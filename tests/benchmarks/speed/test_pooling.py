@@ -1,9 +1,9 @@
-import json
-
 import numpy as np
 from click.testing import CliRunner
 
 from benchmarks.speed import pooling
+from benchmarks.speed.result import read_result
+from tests.scripts import load_script
 
 
 def _load():
@@ -16,19 +16,32 @@ def test_benchmark_times_both_paths_on_the_same_images(tmp_path):
             "--size", "64x80", "--json-out", str(out)]  # fmt: skip
     result = CliRunner().invoke(_load().main, args)
     assert result.exit_code == 0, result.output
-    data = json.loads(out.read_text())
-    assert data["same_masks"] is True and data["speedup_fast_over_reference"] > 0
-    assert data["load"] == "random" and data["settings"]["fast"]["pred_iou_thresh"] == 0.0
+    res = read_result(out, "pooling")  # the one shape: every number with its unit
+    both = res.row("fast vs reference")
+    assert both.value("same_masks") is True and both.value("speedup") > 0
+    assert both.fields["speedup"].unit == "x"
+    assert (
+        res.config["load"] == "random" and res.config["settings"]["fast"]["pred_iou_thresh"] == 0.0
+    )
     for path in ("fast", "reference"):
-        s = data[path]
-        assert s["images"] == 2 and s["timed_runs"] == 2 and s["images_per_s"] > 0
-        assert s["min_ms"] <= s["ms_per_image"] <= s["max_ms"]
-        assert s["encoder_ms"] > 0 and s["decoder_ms"] > 0
-    for r in data["raw"]["fast"] + data["raw"]["reference"]:
-        split = r["encoder_ms"] + r["decoder_ms"] + r["postprocess_ms"]
-        assert r["encoder_ms"] > 0 and r["postprocess_ms"] >= 0
-        assert abs(split - r["total_ms"]) < 1e-6
+        s = res.row(path)
+        assert s.kind == "path" and s.fields["ms_per_image"].unit == "ms/image"
+        assert s.value("images") == 2 and s.value("timed_runs") == 2 and s.value("images_per_s") > 0
+        assert s.value("min_ms") <= s.value("ms_per_image") <= s.value("max_ms")
+        assert s.value("encoder_ms") > 0 and s.value("decoder_ms") > 0
+    images = res.rows_of("image")
+    assert [(r.value("path"), r.value("image")) for r in images] == [
+        ("fast", 0), ("fast", 1), ("reference", 0), ("reference", 1)
+    ]  # fmt: skip
+    for r in images:
+        split = r.value("encoder_ms") + r.value("decoder_ms") + r.value("postprocess_ms")
+        assert r.value("encoder_ms") > 0 and r.value("postprocess_ms") >= 0
+        assert abs(split - r.value("total_ms")) < 1e-6
     assert "fast/reference speed-up" in result.output and "same masks: True" in result.output
+    assert res.summary[-1] in result.output and res.summary[-1].startswith("fast/reference")
+    # the GPU check's table finds every figure it shows
+    (row,) = load_script("tools/gpu_check_table.py").meanpool_rows(res)
+    assert row.startswith("fast ") and "?" not in row and "same partitions: True" in row
 
 
 def test_realistic_load_keeps_the_paper_thresholds_and_many_masks(tmp_path):
@@ -38,21 +51,20 @@ def test_realistic_load_keeps_the_paper_thresholds_and_many_masks(tmp_path):
             "bfloat16", "--json", str(out)]  # fmt: skip
     result = CliRunner().invoke(_load().main, args)  # times the 3rd image (seed 2), 41 masks
     assert result.exit_code == 0, result.output
-    data = json.loads(out.read_text())
-    assert data["settings"]["reference"]["pred_iou_thresh"] == 0.88
-    assert data["settings"]["fast"]["encoder_dtype"] == "bfloat16"
+    res = read_result(out, "pooling")
+    settings = res.config["settings"]
+    assert settings["reference"]["pred_iou_thresh"] == 0.88
+    assert settings["fast"]["encoder_dtype"] == "bfloat16"
     # bfloat16 changes SAM's numbers but not the stand-in's masks, which come from the pixels.
-    assert data["same_masks"] is True and data["fast"]["masks_per_image"] >= 10
-    assert data["fast"]["timed_runs"] == 2 and data["batches"]["fast"] == {
-        "encoder": 1,
-        "decoder": 64,
-    }
-    stages = data["stages"]
-    assert (
-        stages["masks"]["mean"] == 1536
-        and stages["clean_up"]["mean"] == data["fast"]["masks_per_image"]
-    )
-    assert data["encoder_floor_ratio"] > 1
+    fast = res.row("fast")
+    assert res.row("fast vs reference").value("same_masks") is True
+    assert fast.value("masks_per_image") >= 10 and fast.value("timed_runs") == 2
+    assert res.config["batches"]["fast"] == {"encoder": 1, "decoder": 64}
+    assert res.row("stage masks").value("mean") == 1536
+    assert res.row("stage clean_up").value("mean") == fast.value("masks_per_image")
+    assert res.row("stage clean_up").fields["mean"].unit == "masks/image"
+    assert res.row("fast image 0 repeat 1").value("after_masks") == 1536
+    assert fast.value("encoder_floor_ratio") > 1
     assert "masks per image (fast path, mean): prompts 512.0" in result.output
 
 
@@ -78,9 +90,13 @@ def test_paths_alternate_and_warmup_is_not_timed():
 def test_backend_option_times_one_path(tmp_path):
     args = ["--device", "cpu", "--model-type", "tiny_test", "--random-weights", "--n-images", "1",
             "--size", "64x64", "--backend", "reference"]  # fmt: skip
+    args += ["--json", str(tmp_path / "one.json")]
     result = CliRunner().invoke(_load().main, args)
     assert result.exit_code == 0, result.output
     assert "reference" in result.output and "speed-up" not in result.output
+    res = read_result(tmp_path / "one.json", "pooling")
+    assert [r.name for r in res.rows_of("path")] == ["reference"]
+    assert res.rows_of("comparison") == res.rows_of("stage") == []
 
 
 def test_benchmark_needs_weights_or_random(tmp_path):

@@ -1,8 +1,8 @@
-import json
-
 from click.testing import CliRunner
 
 from benchmarks.speed import sweep
+from benchmarks.speed.result import read_result
+from tests.scripts import load_script
 
 
 def _load():
@@ -22,14 +22,25 @@ def test_sweep_speed_prints_both_trainers_and_the_ratio(tmp_path, monkeypatch):
     res = CliRunner().invoke(module.main, args)
     assert res.exit_code == 0, res.output
     assert "| layers | group | one at a time (runs/h) | batched (runs/h) | ratio |" in res.output
-    data = json.loads(out.read_text())
-    assert [r["layers"] for r in data["rows"]] == [2, 12]
-    for row in data["rows"]:
-        assert row["group_size"] == 3
-        assert row["single_runs_per_hour"] > 0 and row["batched_runs_per_hour"] > 0
-        assert row["speedup"] == row["single_s_per_run_epoch"] / row["batched_s_per_run_epoch"]
-    assert data["paper_grid_hours_batched"] > 0
+    result = read_result(out, "sweep")  # the one shape: every number with its unit
+    depths = result.rows_of("depth")
+    assert [(r.name, r.value("layers")) for r in depths] == [("2 layers", 2), ("12 layers", 12)]
+    for row in depths:
+        assert row.value("group_size") == 3
+        assert row.value("single_runs_per_hour") > 0 and row.value("batched_runs_per_hour") > 0
+        ratio = row.value("single_s_per_run_epoch") / row.value("batched_s_per_run_epoch")
+        assert row.value("speedup") == ratio and row.fields["speedup"].unit == "x"
+        assert row.fields["batched_runs_per_hour"].unit == "runs/h"
+    (grid,) = result.rows_of("projection")
+    assert grid.value("hours") > 0 and grid.fields["hours"].unit == "h"
     assert "paper grid (4,080 runs), batched, projected:" in res.output
+    assert (
+        result.summary[-1].startswith("paper grid (4,080 runs)")
+        and result.summary[-1] in res.output
+    )
+    assert result.config["layers"] == [2, 12] and result.config["seeds"] == 1
+    rows = load_script("tools/gpu_check_table.py").sweep_rows(result)  # the GPU check's table
+    assert len(rows) == 3 and rows[1].startswith("2 layers: batched ") and "?" not in str(rows)
 
 
 def test_paper_grid_projection_is_linear_in_depth_and_sizes():

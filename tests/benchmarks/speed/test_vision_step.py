@@ -1,5 +1,4 @@
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from benchmarks.speed.result import read_result
 from benchmarks.speed.vision_step import (
     ProjectionAssumptions,
     discovery_steps_per_epoch,
@@ -19,6 +19,7 @@ from benchmarks.speed.vision_step import (
     step_times,
 )
 from benchmarks.vision.config import PRESETS
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[3]
 PAPER = PRESETS.get("paper")
@@ -98,13 +99,18 @@ def test_module_runs_the_mini_architectures_on_cpu(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "| resnet18-mini | 4 | fp32 | cpu | requested |" in res.stdout
-    data = json.loads(path.read_text())
-    assert [(r["arch"], r["batch"], r["dtype"]) for r in data["results"]] == [
+    result = read_result(path, "vision_step")  # the one shape: every number with its unit
+    settings = result.rows_of("setting")
+    assert [(r.value("arch"), r.value("batch"), r.value("dtype")) for r in settings] == [
         ("resnet18-mini", 4, "fp32"), ("vit_b_16-mini", 4, "fp32")
     ]  # fmt: skip
-    r = data["results"][0]
-    assert r["s_per_step"] > 0 and r["images_per_s"] == pytest.approx(4 / r["s_per_step"])
-    assert data["projections"] == [] and data["provenance"]["versions"]["torch"]
+    r = settings[0]
+    assert r.name == "resnet18-mini batch 4 fp32" and r.value("roles") == "requested"
+    s = r.value("s_per_step")
+    assert s > 0 and r.value("images_per_s") == pytest.approx(4 / s)
+    assert r.fields["s_per_step"].unit == "s/step" and r.fields["images_per_s"].unit == "images/s"
+    assert len(r.value("s_per_step_all")) == 1
+    assert result.rows_of("projection") == [] and result.provenance["versions"]["torch"]
 
 
 def test_cli_projects_a_preset_from_the_batches_it_times(tmp_path):
@@ -114,18 +120,34 @@ def test_cli_projects_a_preset_from_the_batches_it_times(tmp_path):
             "--steps", "1", "--warmup", "0", "--json", str(path)]  # fmt: skip
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
-    data = json.loads(path.read_text())
-    timed = {(r["arch"], r["batch"]) for r in data["results"]}
+    result = read_result(path, "vision_step")
+    timed = {(r.value("arch"), r.value("batch")) for r in result.rows_of("setting")}
     # tiny: batch 16 (per GPU: 8) for both, discovery batch 16; the variant: ViT at 8 (4)
     assert timed == {("resnet18-mini", 16), ("resnet18-mini", 8),
                      ("vit_b_16-mini", 16), ("vit_b_16-mini", 8), ("vit_b_16-mini", 4)}  # fmt: skip
-    assert [(p["variant"], p["dtype"]) for p in data["projections"]] == [
+    projections = result.rows_of("projection")
+    assert [(p.value("variant"), p.value("dtype")) for p in projections] == [
         ("tiny", "fp32"), ("tiny", "bf16"), ("batch_size_vit=8", "fp32"),
         ("batch_size_vit=8", "bf16")
     ]  # fmt: skip
-    assert all(p["hours_ddp"] > 0 and p["gpus"] == 2 for p in data["projections"])
+    assert all(p.value("hours_ddp") > 0 and p.value("gpus") == 2 for p in projections)
+    assert projections[0].fields["hours_1gpu"].unit == "h"
+    assert projections[0].value("mask_step_factor") == 1.3
+    # a row per model and projection, its hours summing to the projection's 1-GPU hours
+    models = [m for m in result.rows_of("projection_model") if m.value("variant") == "tiny"]
+    assert [(m.value("model"), m.value("dtype")) for m in models] == [
+        ("resnet18-mini", "fp32"), ("vit_b_16-mini", "fp32"),
+        ("resnet18-mini", "bf16"), ("vit_b_16-mini", "bf16")
+    ]  # fmt: skip
+    one_gpu = sum(m.value("hours") for m in models[:2])
+    assert one_gpu == pytest.approx(projections[0].value("hours_1gpu"))
     assert "Table 1 projection (batch_size_vit=8, bf16): 1 GPU" in res.output
     assert "mask step = 1.3x a plain step, assumed; left out: data loading" in res.output
+    assert result.summary[-1] in res.output and result.summary[0].startswith("Table 1 projection")
+    rows = load_script("tools/gpu_check_table.py").vision_step_rows(result)  # the GPU check's
+    assert len(rows) == 5 + 4 + 1 and "?" not in str(rows)  # settings, projections, assumptions
+    assert rows[5].startswith("Table 1 projected (tiny, fp32): 1 GPU ")
+    assert rows[-1].startswith("mask step = 1.30x a plain step (assumed); left out: data")
 
 
 @pytest.mark.parametrize(
