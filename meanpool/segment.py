@@ -21,7 +21,7 @@ def generate_masks(sam: torch.nn.Module, image: np.ndarray, cfg: SegmentConfig) 
         from ._reference import generate_reference
 
         return generate_reference(sam, image, cfg)
-    from ._fast import generate_fast
+    from .fast import generate_fast
 
     return generate_fast(sam, image, cfg)
 

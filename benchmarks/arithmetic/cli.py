@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from benchmarks.arithmetic.triples import summary_md, summary_rows
+from subind.io import read_jsonl, write_json_atomic, write_text_atomic
+
 
 @click.command("summary")
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -20,9 +23,6 @@ def summary_cmd(dirs: tuple[Path, ...], out: Path | None) -> None:
     """Subtask induction minus the random and complement controls, paired by seed, per triple,
     depth, unmasked mode and size, from the results.jsonl of each of DIRS (runs of fig3, fig8,
     fig9, fig10...)."""
-    from benchmarks.arithmetic.triples import summary_md, summary_rows
-    from subind.io import read_jsonl, write_json_atomic, write_text_atomic
-
     records = []
     for d in dirs:
         path = d / "results.jsonl"

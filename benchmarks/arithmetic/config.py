@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from subind.conditions import DEFAULT_CONDITIONS
+from benchmarks.arithmetic.expression import Expression
+from benchmarks.base import ConfigError, check_names
+from subind.conditions import CONDITIONS, DEFAULT_CONDITIONS
 from subind.provenance import config_digest
 from subind.registry import Registry
+from subind.transfer import UNMASKED_MODES
 
 # The paper's 16 log-spaced disambiguation sizes from 10 to 10^4, plus 0.
 PAPER_SIZES = (0,) + tuple(int(round(x)) for x in np.logspace(1, 4, 16))
@@ -162,3 +165,20 @@ _PRESETS: dict[str, Fig3Config] = {
 PRESETS: Registry[Fig3Config] = Registry("preset")
 for _name, _cfg in _PRESETS.items():
     PRESETS.register(_name, "")(_cfg)
+
+
+def check_config(cfg: Fig3Config) -> None:
+    """ConfigError (one line, naming the setting and the fix) for a config that cannot work: an
+    unknown condition or unmasked mode, a task that does not parse, a negative --batch-runs."""
+    for mode in cfg.unmasked:
+        if mode not in UNMASKED_MODES:
+            raise ConfigError(f"--unmasked takes inherit and/or reinit, got {mode!r}")
+    check_names(cfg.conditions, CONDITIONS)
+    for option, task in (("--source-task", cfg.source_task), ("--subtask", cfg.subtask),
+                         ("--target-task", cfg.target_task)):  # fmt: skip
+        try:
+            Expression(task, cfg.modulus)
+        except ValueError as e:
+            raise ConfigError(f"{option}: {e}") from None
+    if cfg.batch_runs < 0:
+        raise ConfigError(f"--batch-runs takes 0 (automatic) or more, got {cfg.batch_runs}")

@@ -5,23 +5,23 @@ and reports (pipeline: :mod:`benchmarks.arithmetic.stages` and :mod:`benchmarks.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.arithmetic.config import PRESETS, Fig3Config
-from benchmarks.arithmetic.triples import Triple
-from benchmarks.base import (
-    COMMON_OPTIONS,
-    ConfigError,
-    Experiment,
-    Option,
-    Outcome,
-    check_names,
-    ints,
-    names,
+from benchmarks.arithmetic.config import PRESETS, Fig3Config, check_config
+from benchmarks.arithmetic.report import table_md, write_reports
+from benchmarks.arithmetic.runs import run_fig3
+from benchmarks.arithmetic.triples import (
+    Triple,
+    load_subnetworks,
+    run_triples,
+    write_triple_reports,
 )
-from subind.conditions import CONDITIONS
+from benchmarks.base import COMMON_OPTIONS, ConfigError, Experiment, Option, Outcome, ints, names
+from subind.runtime import dist_env
+from subind.subnetwork import Subnetwork
 
 _GRID_OPTIONS = (
     Option("--layers", "layers", "comma-separated depths, e.g. 2,12", ints),
@@ -48,16 +48,9 @@ class ArithmeticExperiment(Experiment):
     """fig3: one (source task, subtask, target task) triple, given by the options."""
 
     def check(self, cfg: Fig3Config) -> None:
-        super().check(cfg)
-        check_names(cfg.conditions, CONDITIONS)
-        if cfg.batch_runs < 0:
-            raise ConfigError(f"--batch-runs takes 0 (automatic) or more, got {cfg.batch_runs}")
+        check_config(cfg)
 
     def run(self, cfg: Fig3Config, out: Path, preset: str, progress: bool) -> Outcome | None:
-        from benchmarks.arithmetic.report import table_md, write_reports
-        from benchmarks.arithmetic.runs import run_fig3
-        from subind.runtime import dist_env
-
         records, subs = run_fig3(cfg, out, progress, preset, self.name)
         if dist_env()[0] != 0:
             return None  # under torchrun, rank 0 merged the results and writes the reports
@@ -66,11 +59,6 @@ class ArithmeticExperiment(Experiment):
         return Outcome(table_md(records, f"Test accuracy: {title}"), len(records))
 
     def report(self, out: Path, records: list[dict[str, Any]]) -> str:
-        import json
-
-        from benchmarks.arithmetic.report import table_md, write_reports
-        from subind.subnetwork import Subnetwork
-
         subs = {}
         for d in sorted((out / "subnetworks").glob("*/")):
             sub = Subnetwork.load(d)
@@ -106,21 +94,12 @@ class TriplesExperiment(ArithmeticExperiment):
         return super().resolve(preset, overrides, sets)
 
     def run(self, cfg: Fig3Config, out: Path, preset: str, progress: bool) -> Outcome | None:
-        from benchmarks.arithmetic.triples import (
-            load_subnetworks,
-            run_triples,
-            write_triple_reports,
-        )
-        from subind.runtime import dist_env
-
         records = run_triples(self.name, self.triples, preset, cfg, out, progress)
         if dist_env()[0] != 0:
             return None  # under torchrun, rank 0 writes the reports
         return Outcome(write_triple_reports(records, out, load_subnetworks(out)), len(records))
 
     def report(self, out: Path, records: list[dict[str, Any]]) -> str:
-        from benchmarks.arithmetic.triples import load_subnetworks, write_triple_reports
-
         return write_triple_reports(records, out, load_subnetworks(out))
 
 

@@ -127,7 +127,7 @@ def subnetworks_md(subnetworks: dict[int, Subnetwork]) -> str:
 def plot_fig3(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
     """Accuracy vs n (symlog x so n = 0 shows), one line per condition, std bands; one panel
     per depth plus the mean over depths when there are several."""
-    import matplotlib
+    import matplotlib  # heavy (a second at start-up): only when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -24,8 +24,7 @@ from typing import Any
 import torch
 
 from benchmarks.arithmetic.batched import fit_batched
-from benchmarks.arithmetic.config import TRANSFER_KEYS, Fig3Config
-from benchmarks.arithmetic.expression import Expression
+from benchmarks.arithmetic.config import TRANSFER_KEYS, Fig3Config, check_config
 from benchmarks.arithmetic.gpt2 import GPT2
 from benchmarks.arithmetic.stages import base_model, find_subnetwork, model_config, task_rows
 from benchmarks.arithmetic.tasks import Batches, Numbers, accuracy, last_token_loss, transfer_pairs
@@ -270,14 +269,6 @@ def prepare(
     return bases, subs
 
 
-def check(cfg: Fig3Config) -> None:
-    """Fail early (with a suggestion) on an unknown condition or a task that does not parse."""
-    for cond in cfg.conditions:
-        CONDITIONS.get(cond)
-    for task in (cfg.source_task, cfg.subtask, cfg.target_task):
-        Expression(task, cfg.modulus)
-
-
 def run_fig3(
     cfg: Fig3Config,
     out: Path,
@@ -292,7 +283,7 @@ def run_fig3(
     rank takes its slice of the missing runs (writing results.rank{r}.jsonl), and once all are
     done rank 0 merges them into results.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
-    check(cfg)
+    check_config(cfg)
     rank, world = init_distributed("gloo")  # no data moves between ranks
     sync = Sync.start(out, rank, world)
     digest = cfg.digest(*TRANSFER_KEYS)

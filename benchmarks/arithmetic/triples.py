@@ -20,6 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.arithmetic.config import Fig3Config
+from benchmarks.arithmetic.report import arm_label, ordered_labels, write_reports
+from benchmarks.arithmetic.runs import run_fig3
+from benchmarks.stats import cell, mean_std, paired_by_seed
+from subind.io import write_json_atomic, write_text_atomic
+from subind.provenance import provenance
+from subind.subnetwork import Subnetwork
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,6 @@ def run_triples(
 ) -> list[dict[str, Any]]:
     """Run every triple with ``cfg`` (its tasks replaced by each triple's) through
     :func:`benchmarks.arithmetic.runs.run_fig3` into ``out``; return all their records."""
-    from benchmarks.arithmetic.runs import run_fig3
-    from subind.io import write_json_atomic
-    from subind.provenance import provenance
-
     records: list[dict[str, Any]] = []
     for triple in triples:
         records += run_fig3(triple.apply(cfg), out, progress, preset, experiment=name)[0]
@@ -83,8 +85,6 @@ def run_triples(
 
 def load_subnetworks(out: Path) -> dict[tuple[str, str], dict[int, Any]]:
     """{(source task, subtask): {layers: Subnetwork}} from ``out/subnetworks``."""
-    from subind.subnetwork import Subnetwork
-
     subs: dict[tuple[str, str], dict[int, Any]] = {}
     for d in sorted((out / "subnetworks").glob("*/")):
         sub = Subnetwork.load(d)
@@ -98,9 +98,6 @@ def write_triple_reports(
 ) -> str:
     """fig3's reports for each triple in ``out/<slug>/`` and the cross-triple summary in
     ``out/summary.md`` and ``out/summary.json``; returns the summary's markdown."""
-    from benchmarks.arithmetic.report import write_reports
-    from subind.io import write_json_atomic, write_text_atomic
-
     for triple in dict.fromkeys(triple_of(r) for r in records):
         mine = [r for r in records if triple_of(r) == triple]
         subs = subnetworks.get((triple.source_task, triple.subtask), {})
@@ -122,9 +119,6 @@ def summary_rows(
     """Per triple (and settings hash), depth, unmasked mode, control and size: subtask induction
     minus the control of the same unmasked mode, paired by seed. Each row: triple, layers,
     unmasked, control, n, mean, std, seeds (count) and diffs (per seed)."""
-    from benchmarks.arithmetic.report import arm_label, ordered_labels
-    from benchmarks.stats import mean_std, paired_by_seed
-
     # Runs of one triple under different settings (e.g. quick and paper folders) are not
     # paired with each other: group by the settings' hash too, and name it when it matters.
     groups = list(dict.fromkeys((triple_of(r), r.get("config_digest")) for r in records))
@@ -150,8 +144,6 @@ def summary_rows(
 def summary_md(records: list[dict[str, Any]]) -> str:
     """One markdown table: a row per (triple, depth, unmasked mode, control), a column per n,
     cells 'mean +- std (seeds)' of subtask induction minus the control, paired by seed."""
-    from benchmarks.stats import cell
-
     rows = summary_rows(records)
     sizes = sorted({r["n"] for r in rows})
     cells: dict[tuple[str, Any, str, str], dict[int, list[float]]] = {}

@@ -145,7 +145,7 @@ def _timed_modules(sam) -> dict[str, torch.nn.Module]:
 
 def _time_one(sam, image, cfg, device, counts: dict | None) -> tuple[dict, np.ndarray]:
     """Masks of one image with ``cfg.backend`` and its times in ms: total and split."""
-    from meanpool._fast import generate_fast
+    from meanpool.fast import generate_fast
     from meanpool.segment import generate_masks
 
     timer = _ModuleTimer(_timed_modules(sam), device)
@@ -217,7 +217,7 @@ def summarize(path: str, records: list[dict]) -> dict:
 
 
 def _stage_table(records: list[dict]) -> dict[str, dict[str, float]]:
-    from meanpool._fast import STAGES
+    from meanpool.fast import STAGES
 
     per = [r["stages"] for r in records if "stages" in r]
     return {

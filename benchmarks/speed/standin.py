@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from meanpool.fast import transformer_on_crops
+
 _UNSHUFFLE = 4  # mask resolution / embedding resolution in SAM's decoder
 _CH = _UNSHUFFLE * _UNSHUFFLE  # embedding channels that carry the class map
 _BIN = 64  # colour bin width: 4 bins per channel
@@ -177,10 +179,9 @@ class _Transformer(nn.Module):
         return self._replace(hs, src, image_embedding[:, :_CH], point_embedding)
 
     def forward_crops(self, crop_src, crop_idx, pos, tokens):
-        """The fast path's per-crop call (``meanpool._fast.two_way_crops``), same outputs."""
-        from meanpool._fast import _transformer
+        """The fast path's per-crop call (``meanpool.fast.two_way_crops``), same outputs."""
 
-        hs, src = _transformer(self.inner, crop_src, crop_idx, pos, tokens)
+        hs, src = transformer_on_crops(self.inner, crop_src, crop_idx, pos, tokens)
         return self._replace(hs, src, crop_src[crop_idx, :_CH], tokens)
 
     def _replace(self, hs, src, carried_embedding, point_embedding):

@@ -44,7 +44,10 @@ from torch import nn
 
 from benchmarks.speed.result import Field, Row, write_result
 from benchmarks.vision.config import PRESETS, Table1Config
-from benchmarks.vision.models import ARCHS
+from benchmarks.vision.grid import plan_runs
+from benchmarks.vision.models import ARCHS, recipe_family
+from benchmarks.vision.plan import image_counts
+from benchmarks.vision.strategies import STRATEGIES
 
 NUM_CLASSES = 16  # the 16-class head of every Table 1 model
 DTYPES = ("fp32", "bf16")
@@ -116,6 +119,11 @@ def _model(name: str, device: torch.device) -> tuple[nn.Module, torch.optim.Opti
     return model, opt
 
 
+def _family(model: str) -> str:
+    """The recipe family ("resnet" / "vit") of a registered architecture."""
+    return recipe_family(ARCHS.get(model))
+
+
 def discovery_steps_per_epoch(images: int, batch: int) -> int:
     """Steps of one discovery epoch on one rank (epoch_loader drops the last short batch when
     there is a full one)."""
@@ -125,19 +133,17 @@ def discovery_steps_per_epoch(images: int, batch: int) -> int:
 def _model_workload(cfg: Table1Config, model: str) -> dict[str, int]:
     """Step counts of ``model``'s runs in ``cfg``: trained runs x steps, discovery runs (one
     per lambda, plus the random-init control) x epochs x steps per epoch."""
-    from benchmarks.vision.plan import image_counts
-    from benchmarks.vision.runs import plan_runs
-    from benchmarks.vision.strategies import STRATEGIES
-
     trained = [r for r in plan_runs(cfg) if r.model == model and STRATEGIES.get(r.strategy).trains]
     images = image_counts(cfg)["discovery"]
-    batch = cfg.per_family("discovery_batch_size", model)
-    per_run = cfg.per_family("discovery_epochs", model) * discovery_steps_per_epoch(images, batch)
+    batch = cfg.per_family("discovery_batch_size", _family(model))
+    per_run = cfg.per_family("discovery_epochs", _family(model)) * discovery_steps_per_epoch(
+        images, batch
+    )
     runs = len(cfg.penalties) + int(cfg.random_init_control)
     return {
-        "train_batch": cfg.batch_size(model),
+        "train_batch": cfg.batch_size(_family(model)),
         "trained_runs": len(trained),
-        "train_steps": len(trained) * cfg.train_steps(model),
+        "train_steps": len(trained) * cfg.train_steps(_family(model)),
         "discovery_batch": batch,
         "discovery_runs": runs,
         "discovery_steps": runs * per_run,
@@ -152,11 +158,11 @@ def projection_batches(cfg: Table1Config, gpus: int) -> dict[str, dict[int, str]
     training batch, its per-GPU share under DDP when it splits, the discovery batch)."""
     need: dict[str, dict[int, str]] = {}
     for model in cfg.models:
-        batch = cfg.batch_size(model)
+        batch = cfg.batch_size(_family(model))
         roles = {batch: "train"}
         if batch % gpus == 0:
             roles.setdefault(batch // gpus, f"DDP share (/{gpus})")
-        roles.setdefault(cfg.per_family("discovery_batch_size", model), "discovery")
+        roles.setdefault(cfg.per_family("discovery_batch_size", _family(model)), "discovery")
         need[model] = roles
     return need
 
@@ -187,9 +193,6 @@ def project_table1(
     batch / gpus (None when that step time is missing or the batch does not split).
     hours_runs_dealt: each run on one GPU at the full batch, runs dealt as the harness deals
     them (plan order, every gpus-th run to a rank), the slowest rank's total."""
-    from benchmarks.vision.runs import plan_runs
-    from benchmarks.vision.strategies import STRATEGIES
-
     models: dict[str, dict[str, Any]] = {}
     ddp_s: float | None = 0.0
     dealt: list[float] = []  # seconds of each discovery dealt to the GPUs, in job order
@@ -217,7 +220,10 @@ def project_table1(
     def run_s(run) -> float:
         if not STRATEGIES.get(run.strategy).trains:
             return 0.0
-        return cfg.train_steps(run.model) * step_s[(run.model, cfg.batch_size(run.model))]
+        return (
+            cfg.train_steps(_family(run.model))
+            * step_s[(run.model, cfg.batch_size(_family(run.model)))]
+        )
 
     plan = plan_runs(cfg)
     ranks = [sum(run_s(r) for r in plan[k :: assume.gpus]) for k in range(assume.gpus)]
@@ -263,7 +269,7 @@ def plan_settings(
             for b, role in roles.items():
                 plan[model].setdefault(b, []).append(role + tag)
     for arch in archs:
-        b = cfg.batch_size(arch) if batch == "preset" else int(batch)
+        b = cfg.batch_size(_family(arch)) if batch == "preset" else int(batch)
         plan[arch].setdefault(b, ["requested"])
     return {a: dict(sorted(bs.items())) for a, bs in plan.items()}
 

@@ -1,10 +1,39 @@
-"""Vision models, data and evaluation for the paper's Section 5 (16-class ImageNet, mean-pooled
-images, cue-conflict stimuli).
-
-- ``models``: the architecture registry (torchvision ResNet18 / ViT-B/16 and small CPU versions
-  built from the same classes), weight files, heads and the masking preset.
-- ``data``: transforms and datasets (image folders, meanpool shards) and a seeded loader.
-- ``cue_conflict``: stimuli, the three cue-conflict metrics and model-vs-human response files.
-- ``evaluate``: 16-way decisions (directly or through the 1000-class decision mapping) and the
-  evaluation of one model on original, pooled and cue-conflict images.
+"""The vision experiments of the paper's Section 5 (16-class ImageNet, mean-pooled images,
+cue-conflict stimuli): table1 (Tables 1-2, Figures 5 and 11), ``subind-bench evaluate`` and
+``score``. docs/architecture.md draws the house; :data:`ORDER` is its rule.
 """
+
+# The order inside benchmarks/vision/: a module imports only modules listed before it (names
+# relative to benchmarks.vision; "models" is the package, which re-exports its modules). Floors:
+# models and weights; settings and registries; images and evaluation; the synthetic world; one
+# run's inputs, checks and stages; the run; the plan and reports; the command line.
+# tests/test_layers.py checks the code against it, tools/layout_stats.py counts arrows back up.
+ORDER = (
+    "models.preprocessing",
+    "models.arch",
+    "models.weights",
+    "models.libraries",
+    "models.convert",
+    "models.zoo",
+    "models.sources",
+    "models",
+    "cue_conflict",
+    "config",
+    "fidelity",
+    "strategies",
+    "grid",
+    "data",
+    "evaluate",
+    "toyworld.world",
+    "toyworld.pretrain",
+    "toyworld",
+    "inputs",
+    "checks",
+    "stages",
+    "training",
+    "runs",
+    "plan",
+    "report",
+    "experiment",
+    "cli",
+)

@@ -31,6 +31,7 @@ from benchmarks.vision.inputs import (
     index_config,
     resolve_archs,
     user_resolver,
+    world_archs,
 )
 from benchmarks.vision.models import VisionArch, arch_for
 from benchmarks.vision.strategies import STRATEGIES
@@ -219,6 +220,10 @@ def check_inputs(
     resolver = resolver or user_resolver(cfg, archs)
     checks = _check_output(cfg, archs, out)
     if cfg.world is not None:
+        try:
+            world_archs(cfg, archs)
+        except StageError as e:
+            checks.append(Check("models on the synthetic world", False, str(e)))
         return checks
     if resolver is None:
         return checks + required_options(cfg)

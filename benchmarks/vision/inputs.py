@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmarks.harness import SINGLE, StageError, Sync, rank0_first
 from benchmarks.vision.config import PRETRAIN_KEYS, WEIGHTS_OPTION, Table1Config
 from benchmarks.vision.data import ImageSets, PooledImages, image_sets
@@ -147,6 +149,31 @@ def world_config(cfg: Table1Config) -> WorldConfig:
     return worlds[cfg.world]
 
 
+def world_archs(cfg: Table1Config, archs: dict[str, VisionArch]) -> dict[str, VisionArch]:
+    """The architectures as the synthetic world runs them: a library classifier takes the
+    world's image size with ImageNet's normalisation (the world pretrains its weights, so the
+    preprocessing of its library's default weights does not apply). StageError (one line) for a
+    classifier that cannot take images of that size (e.g. a ViT made for 224 px)."""
+    size = world_config(cfg).image_size
+    out = {}
+    for model, arch in archs.items():
+        if arch.family in WEIGHTS_OPTION:  # the registered architectures are the world's size
+            out[model] = arch
+            continue
+        small = dataclasses.replace(arch, image_size=size, resize_ratio=1.0, preprocessing=None)
+        try:
+            with torch.device("meta"):
+                small.build(16).eval()(torch.zeros(2, 3, size, size))
+        except Exception as e:  # shape errors of any library: all mean "not at this size"
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise StageError(
+                f"{model} cannot take the synthetic world's {size} px images ({first}); use a "
+                "classifier that takes any input size (e.g. a CNN) or --preset paper"
+            ) from None
+        out[model] = small
+    return out
+
+
 def world_sources(
     cfg: Table1Config, archs: dict[str, VisionArch], out: Path, sync: Sync, progress: bool
 ) -> Sources:
@@ -254,6 +281,7 @@ def resolve_inputs(
     by rank 0 and cached in ``out``."""
     archs = resolve_archs(cfg) if resolver is None else resolver.archs
     if cfg.world is not None:
+        archs = world_archs(cfg, archs)
         resolver = Resolver(cfg, archs, world_sources(cfg, archs, out, sync, progress))
     elif resolver is None:
         resolver = user_resolver(cfg, archs)

@@ -323,7 +323,7 @@ def fig5(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
     """Figure 5: original (top) and pooled (bottom) evaluation accuracy against training steps,
     mean over seeds, one column per model; every trained strategy, subtask induction and scratch
     drawn solid. The title says ``title`` (the run), the seeds and the evaluation set."""
-    import matplotlib
+    import matplotlib  # heavy (a second at start-up): only when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

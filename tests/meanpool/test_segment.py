@@ -113,7 +113,7 @@ def test_two_way_crops_equals_the_transformer_run_per_prompt(skip_first_layer_pe
     what SAM's TwoWayTransformer computes on one repeated image embedding per prompt."""
     from segment_anything.modeling.transformer import TwoWayTransformer
 
-    from meanpool._fast import two_way_crops
+    from meanpool.fast import two_way_crops
 
     torch.manual_seed(0)
     tr = TwoWayTransformer(depth=2, embedding_dim=64, num_heads=8, mlp_dim=128).eval()

@@ -137,7 +137,7 @@ def test_cli_errors_are_one_line_with_suggestions(tmp_path):
     res = r.invoke(
         main, ["run", "fig3", "--preset", "tiny", "--target-task", "a^^2", "--out", str(tmp_path)]
     )
-    assert res.exit_code == 1 and "bad expression 'a^^2'" in res.output
+    assert res.exit_code == 2 and "--target-task: bad expression 'a^^2'" in res.output
     res = r.invoke(main, ["run", "fig3", "--preset", "quik"])
     assert res.exit_code == 2 and "Did you mean 'quick'" in res.output
     res = r.invoke(main, ["run", "fig3", "--set", "epochz=3"])

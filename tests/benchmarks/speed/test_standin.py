@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from benchmarks.speed.standin import known_segmentation, realistic_image, realistic_sam
-from meanpool._fast import STAGES, generate_fast
 from meanpool.config import SegmentConfig
+from meanpool.fast import STAGES, generate_fast
 from meanpool.model import build_tiny_sam
 from meanpool.pool import partition
 from meanpool.segment import generate_masks

@@ -116,3 +116,22 @@ def test_a_run_records_the_counts_and_what_was_missing(inputs, tmp_path):
     assert record["counts"]["discovery"] == 16 and record["selection"] == "paper"
     assert record["missing"]["train"]["count"] == 213_555 - len(picks["train"])
     assert len(record["missing"]["evaluation"]["files"]) == 1_549 - 16
+
+
+def test_plan_of_a_library_classifier_has_its_row_and_one_line_checks(inputs, tmp_path):
+    """`--models torchvision:resnet50` on the paper preset: its recipe (ResNet's) in the plan;
+    its default weights are not in this machine's torch hub cache: one failed line, no
+    traceback."""
+    args, _ = inputs
+    given = [a for a in args if a not in ("--models", "resnet18-mini")]
+    res = CliRunner().invoke(main, [*given, "--models", "torchvision:resnet50",
+                                    "--allow-missing", "--out", str(tmp_path), "--plan"])  # fmt: skip
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert "| torchvision:resnet50 | subtask-induction | inherit | 0 | yes |" in res.output
+    # ResNet's recipe: 5 adaptation epochs, 100 discovery epochs x (3 lambdas + control)
+    assert "| torchvision:resnet50 | 5 | 400 | 7 | 232,120 |" in res.output
+    weights = next(line for line in res.output.splitlines() if "weights of torchvision" in line)
+    if weights.startswith("- [FAIL]"):  # not cached here: one line saying how to fetch them
+        assert res.exit_code == 1 and "torch hub cache" in weights
+    else:
+        assert res.exit_code == 0

@@ -268,3 +268,33 @@ def test_sync_batchnorm_only_for_ddp_on_gpus():
         net = ARCHS.get("resnet18-mini").build(16)
         assert not any(isinstance(m, torch.nn.SyncBatchNorm)
                        for m in ddp_ready(cfg, net, device, world).modules())  # fmt: skip
+
+
+def test_tiny_preset_runs_end_to_end_with_a_library_classifier(tmp_path):
+    """`--models torchvision:resnet18`: built by torchvision at the world's 32 px, pretrained on
+    the world (its weights a local file), adapted, discovered in, transferred, evaluated."""
+    out = tmp_path / "tv"
+    res = CliRunner().invoke(main, ["run", "table1", "--preset", "tiny", "--out", str(out),
+                                    "--models", "torchvision:resnet18", "--strategies",
+                                    "subtask-induction,pretrained", "--unmasked", "inherit",
+                                    "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    records = read_jsonl(out / "results.jsonl")
+    assert {(r["model"], r["strategy"]) for r in records} == {
+        ("torchvision:resnet18", "subtask-induction"),
+        ("torchvision:resnet18", "pretrained"),
+    }
+    assert all(r["original_n"] and r["pooled_n"] for r in records)
+    assert list(out.glob("pretrained/torchvision:resnet18-*.safetensors"))
+    assert list(out.glob("torchvision:resnet18/subnetworks/lam*"))
+    assert (
+        "| torchvision:resnet18 | subtask-induction | inherit |" in (out / "table1.md").read_text()
+    )
+
+
+def test_a_classifier_that_cannot_take_the_worlds_images_is_refused_before_work(tmp_path):
+    res = CliRunner().invoke(main, ["run", "table1", "--preset", "tiny", "--out", str(tmp_path),
+                                    "--models", "torchvision:vit_b_16", "--no-progress"])  # fmt: skip
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1].startswith("error: models on the synthetic world:")
+    assert not (tmp_path / "world").exists()

@@ -138,7 +138,7 @@ def two_way_crops(
     return queries, keys
 
 
-def _transformer(
+def transformer_on_crops(
     tr: torch.nn.Module,
     crop_src: torch.Tensor,
     crop_idx: torch.Tensor,
@@ -184,7 +184,7 @@ def _decode(
     crop_src = embeddings + dense[:1]  # n_crops x C x h x w: no mask input, one dense embedding
     pos = sam.prompt_encoder.get_dense_pe()  # 1 x C x h x w
     # b x T x C tokens, b x hw x C image features
-    hs, src = _transformer(dec.transformer, crop_src, crop_idx, pos, tokens)
+    hs, src = transformer_on_crops(dec.transformer, crop_src, crop_idx, pos, tokens)
     iou = dec.iou_prediction_head(hs[:, 0])[:, 1:]  # b x 3, the multimask outputs
     need = torch.arange(b, device=iou.device)
     if iou_thresh > 0.0:
