@@ -135,3 +135,34 @@ def test_plan_of_a_library_classifier_has_its_row_and_one_line_checks(inputs, tm
         assert res.exit_code == 1 and "torch hub cache" in weights
     else:
         assert res.exit_code == 0
+
+
+def test_a_run_reads_each_weight_file_once_and_indexes_the_tree_once(inputs, tmp_path, monkeypatch):
+    """The input checks and the run share one resolver: the weight file is read once and the
+    ImageNet tree walked once, through every stage and evaluation."""
+    from benchmarks.experiments import EXPERIMENTS
+    from benchmarks.vision import inputs as inputs_module
+    from benchmarks.vision.models import sources
+    from benchmarks.vision.runs import run_table1
+
+    args, _ = inputs
+    given = dict(zip(args[4::2], args[5::2], strict=True))
+    cfg = EXPERIMENTS.get("table1").resolve(
+        "paper",
+        {"imagenet_dir": given["--imagenet-dir"], "pooled": given["--pooled"],
+         "cue_conflict_dir": given["--cue-conflict-dir"],
+         "weights_resnet18": given["--weights-resnet18"], "models": ("resnet18-mini",),
+         "strategies": ("scratch", "linear-ft")},
+        ("allow_missing=true", "adapt_epochs=1", "discovery_epochs_resnet=1", "penalties=1e-8",
+         "random_init_control=false", "steps=2", "eval_every=2", "batch_size_resnet=8",
+         "eval_batch_size=16", "loader_workers=0", "device=cpu"),
+    )  # fmt: skip
+    reads, walks = [], []
+    real_read, real_index = sources.read_weights, inputs_module.build_index
+    monkeypatch.setattr(sources, "read_weights", lambda p: reads.append(p) or real_read(p))
+    monkeypatch.setattr(inputs_module, "build_index",
+                        lambda *a, **k: walks.append(a) or real_index(*a, **k))  # fmt: skip
+    records, _ = run_table1(cfg, tmp_path / "run", progress=False)
+    assert len(records) == 2 and all(r["original_accuracy"] is not None for r in records)
+    assert [str(p) for p in reads] == [given["--weights-resnet18"]]
+    assert len(walks) == 1
