@@ -185,7 +185,9 @@ def stats(root: Path) -> str:
     if order:
         back = arrows_back_up(graph, order)
         vision = [m for m in graph if m.startswith("benchmarks.vision.")]
-        edges = sum(len([d for d in graph[m] if d.startswith("benchmarks.vision.")]) for m in vision)
+        edges = sum(
+            len([d for d in graph[m] if d.startswith("benchmarks.vision.")]) for m in vision
+        )
         lines += [f"benchmarks/vision: {len(vision)} modules, {edges} module imports inside, "
                   f"{len(back)} against benchmarks.vision.ORDER"]  # fmt: skip
         lines += [f"  {a} -> {b}" for a, b in back]
