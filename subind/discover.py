@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from subind.masks import MaskSet, add_masks, beta_schedule
+from subind.masks import BETA_SCHEDULES, MaskSet, add_masks, beta_schedule
 from subind.provenance import provenance
 from subind.subnetwork import Subnetwork
 from subind.train import Batch, EvalFn, LossFn
@@ -33,10 +33,14 @@ class DiscoveryConfig:
     seed: int = 0
     optimizer: str = "adam"  # of the mask scores: "adam", or "adamw" with weight_decay
     weight_decay: float = 0.01  # adamw only (torch's default)
+    beta_schedule: str = "per-epoch"  # or "reaches-final" (subind.masks.beta_schedule)
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {', '.join(BETA_SCHEDULES)}, got "
+                             f"{self.beta_schedule!r}")  # fmt: skip
 
 
 def _train_epoch(
@@ -95,7 +99,9 @@ def discover(
     bar = tqdm(range(config.epochs), desc="discover", disable=not progress, leave=False)
     try:
         for epoch in bar:
-            masks.set_beta(beta_schedule(epoch, config.epochs, config.beta_final))
+            masks.set_beta(
+                beta_schedule(epoch, config.epochs, config.beta_final, config.beta_schedule)
+            )
             loss = _train_epoch(model, masks, opt, epoch_batches(epoch), loss_fn, config.penalty)
             with masks.hard(), torch.no_grad():
                 acc = float(evaluate(model))

@@ -2,6 +2,8 @@
 
 Every artifact is written to a temporary file in the same directory and renamed into place, so a
 reader never sees half a file and a crash never replaces a finished result with a broken one.
+Files get the permissions the user's umask gives any new file (a temporary file would otherwise
+keep its private 0600 mode after the rename).
 """
 
 from __future__ import annotations
@@ -17,9 +19,34 @@ from typing import Any
 import torch
 
 
+class NotWritableError(ValueError):
+    """A folder outputs cannot be written to (one-line message naming it and the fix)."""
+
+
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` as the process's umask leaves it for a new file (e.g. 0o644 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def require_writable(folder: str | os.PathLike, fix: str = "use another --out") -> None:
+    """Raise NotWritableError unless ``folder`` can be created and written to (checked with a
+    temporary file, removed at once), so that a command fails before doing any work."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise NotWritableError(f"{folder} is not writable ({reason}); {fix}") from None
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` (with the umask's
+    permissions) if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -27,6 +54,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, umask_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

@@ -247,9 +247,22 @@ def add_masks(model: nn.Module, names: Iterable[str], init: float = -0.1) -> Mas
     return MaskSet(model, list(names), init)
 
 
-def beta_schedule(epoch: int, epochs: int, beta_final: float) -> float:
-    """beta during 0-based ``epoch`` of ``epochs``: 1 at epoch 0, multiplied by
-    beta_final**(1/epochs) after each epoch, so it reaches beta_final after the last one."""
+BETA_SCHEDULES = ("per-epoch", "reaches-final")
+
+
+def beta_schedule(epoch: int, epochs: int, beta_final: float, kind: str = "per-epoch") -> float:
+    """beta during 0-based ``epoch`` of ``epochs``: 1 at epoch 0, then growing exponentially.
+
+    "per-epoch": multiplied by beta_final**(1/epochs) after each epoch, so it would reach
+    beta_final after the last one (the last epoch trains at beta_final**((epochs-1)/epochs)).
+    "reaches-final": beta_final**((epoch+1)/epochs) from epoch 1 on, so the last epoch trains at
+    beta_final exactly (the Subtask Induction paper's released code, whose temperature setter
+    multiplies twice on its first step: 1, beta_final**(2/epochs), beta_final**(3/epochs)...).
+    """
     assert epochs > 0, f"expected epochs > 0, got {epochs}"
     assert beta_final >= 1, f"expected beta_final >= 1, got {beta_final}"
-    return math.exp(math.log(beta_final) * epoch / epochs)
+    if kind == "per-epoch":
+        return math.exp(math.log(beta_final) * epoch / epochs)
+    if kind == "reaches-final":
+        return 1.0 if epoch == 0 else math.exp(math.log(beta_final) * (epoch + 1) / epochs)
+    raise ValueError(f"unknown beta schedule {kind!r}; use {' or '.join(BETA_SCHEDULES)}")

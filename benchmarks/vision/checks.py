@@ -11,8 +11,8 @@ the run's :class:`~benchmarks.vision.inputs.Resolver`, so what they load the run
 from __future__ import annotations
 
 import json
+import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from benchmarks.base import ConfigError, check_names
 from benchmarks.harness import StageError
 from benchmarks.vision.config import CHOICES, Table1Config
 from benchmarks.vision.cue_conflict import SCORINGS, scan_cue_conflict
-from benchmarks.vision.data import split_items
+from benchmarks.vision.data import RELEASED_SIZE, split_items
+from benchmarks.vision.evaluate import averaging_of, eval_items
 from benchmarks.vision.grid import plan_runs
 from benchmarks.vision.inputs import (
     Resolver,
@@ -33,41 +34,123 @@ from benchmarks.vision.inputs import (
     user_resolver,
     world_archs,
 )
-from benchmarks.vision.models import VisionArch, arch_for
+from benchmarks.vision.models import TRAIN_CROPS, VisionArch, recipe_family
 from benchmarks.vision.strategies import STRATEGIES
+from benchmarks.vision.training import recipe
 from meanpool.imagenet import Item, missing_record
 from meanpool.loader import hf_file
+from subind.io import NotWritableError, require_writable
 from subind.provenance import digest
+from subind.train import AMP_MODES
 from subind.transfer import UNMASKED_MODES
 
 POOLED_SUBSETS = ("discovery", "evaluation", "val")
 
 
 # ------------------------------------------------------------------------------ the config
-def check_config(cfg: Table1Config) -> None:
+# Fields that must be >= 1 (counts, sizes, budgets), > 0 (rates, scales), >= 0; None passes.
+_AT_LEAST_1 = ("pretrain_epochs", "pretrain_batch_size", "discovery_per_class",
+               "evaluation_per_class", "adapt_epochs_resnet", "adapt_epochs_vit",
+               "adapt_batch_size_resnet", "adapt_batch_size_vit", "discovery_epochs_resnet",
+               "discovery_epochs_vit", "discovery_batch_size_resnet", "discovery_batch_size_vit",
+               "batch_size_resnet", "batch_size_vit", "steps", "steps_vit", "scratch_steps_vit",
+               "eval_every", "eval_batch_size", "dist_timeout_s")  # fmt: skip
+_POSITIVE = ("pretrain_lr", "adapt_lr_resnet", "adapt_lr_vit", "discovery_lr", "lr")
+_NOT_NEGATIVE = ("adapt_weight_decay", "weight_decay", "momentum", "loader_workers",
+                 "world_seed", "index_seed")  # fmt: skip
+
+
+def _ranges(cfg: Table1Config) -> None:
+    def bad(name: str, need: str) -> ConfigError:
+        value = getattr(cfg, name)
+        return ConfigError(f"{name} must be {need}, got {value!r} (--set {name}=...)")
+
+    for name in _AT_LEAST_1:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise bad(name, ">= 1")
+    for name in _POSITIVE:
+        if getattr(cfg, name) <= 0:
+            raise bad(name, "> 0")
+    for name in _NOT_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise bad(name, ">= 0")
+    if cfg.beta_final < 1:
+        raise bad("beta_final", ">= 1")
+    if not cfg.penalties or min(cfg.penalties) < 0:
+        raise bad("penalties", "one or more lambdas >= 0")
+    if not cfg.seeds:
+        raise bad("seeds", "one or more seeds")
+    if not cfg.models or not cfg.strategies or not cfg.unmasked:
+        raise ConfigError("models, strategies and unmasked each need at least one name")
+    if cfg.amp not in (None, *AMP_MODES):
+        raise bad("amp", f"none or {' or '.join(AMP_MODES)}")
+    if cfg.train_crop not in (None, *TRAIN_CROPS):
+        raise bad("train_crop", f"none or one of {', '.join(TRAIN_CROPS)}")
+    if cfg.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", cfg.device):
+        raise bad("device", "auto, cpu, cuda or cuda:N")
+
+
+def check_world(cfg: Table1Config, families: dict[str, str], world: int) -> None:
+    """ConfigError when a DDP run's global batch does not split over ``world`` ranks (each
+    recipe's batch: :func:`benchmarks.vision.training.recipe`)."""
+    if world <= 1 or cfg.distributed != "ddp":
+        return
+    for run in plan_runs(cfg):
+        strat = STRATEGIES.get(run.strategy)
+        if not strat.trains:
+            continue
+        batch = recipe(cfg, strat.recipe, families[run.model]).batch_size
+        if batch % world:
+            raise ConfigError(
+                f"the {run.strategy} batch {batch} of {run.model} does not split over {world} "
+                f"ranks (distributed=ddp); run on a number of ranks that divides it, set "
+                f"--set batch_size_resnet/batch_size_vit to a multiple of {world}, or --set "
+                "distributed=slice"
+            )
+
+
+def check_config(cfg: Table1Config, world: int = 1) -> dict[str, VisionArch]:
     """ConfigError (one line, naming the setting and the fix) for a config that cannot work:
-    an unknown strategy, model, scoring or unmasked mode, a setting outside its choices, a
-    transfer_penalty that is not among the penalties."""
+    an unknown strategy, model, scoring or unmasked mode, a setting outside its choices or
+    range, a transfer_penalty that is not among the penalties, released transforms for a model
+    that does not take 224 px images, a DDP batch that does not split over ``world`` ranks.
+    Returns the models' architectures (``arch_for`` of each)."""
     for mode in cfg.unmasked:
         if mode not in UNMASKED_MODES:
             raise ConfigError(f"--unmasked takes inherit and/or reinit, got {mode!r}")
     check_names(cfg.strategies, STRATEGIES)
-    for model in cfg.models:
-        try:
-            arch_for(model)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
     check_names((cfg.cue_conflict_scoring,), SCORINGS)
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
             raise ConfigError(f"{name} takes {' or '.join(choices)}, got "
                               f"{getattr(cfg, name)!r} (--set {name}=...)")  # fmt: skip
+    _ranges(cfg)
     if cfg.transfer_penalty is not None and cfg.transfer_penalty not in cfg.penalties:
         raise ConfigError(
             f"transfer_penalty {cfg.transfer_penalty:g} is not one of the penalties "
             f"({', '.join(f'{p:g}' for p in cfg.penalties)}); add it, or set "
             "transfer_penalty=none to transfer the most accurate subnetwork"
         )
+    try:
+        archs = resolve_archs(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.transfer_transforms == "released" and cfg.world is None:
+        for model, arch in archs.items():
+            if arch.family == "vit" and arch.image_size != RELEASED_SIZE:
+                raise ConfigError(
+                    f"transfer_transforms=released gives {RELEASED_SIZE} px images but {model} "
+                    f"takes {arch.image_size} px; use --set transfer_transforms=source"
+                )
+    if cfg.transfer_transforms == "released" and cfg.world is not None:
+        raise ConfigError(
+            f"transfer_transforms=released is the released code's {RELEASED_SIZE} px ImageNet "
+            f"recipe; the {cfg.world} world's images are small: use --set "
+            "transfer_transforms=source"
+        )
+    check_world(cfg, {m: recipe_family(a) for m, a in archs.items()}, world)
+    return archs
 
 
 # ------------------------------------------------------------------------------ the inputs
@@ -96,6 +179,11 @@ def _check_imagenet(cfg: Table1Config, resolver: Resolver) -> tuple[Check, dict 
     if missing and missing["count"]:
         text += (f"; {missing['count']:,} of the {missing['listed']:,} listed training images "
                  "missing (--allow-missing: recorded)")  # fmt: skip
+    wnids = {it.wnid for it in index["evaluation"]}
+    evaluated = len(eval_items(cfg.eval_set, val, wnids))
+    text += (f"; Table 1's original and pooled columns: the same {evaluated:,} validation images "
+             f"(eval_set {cfg.eval_set}, accuracy averaged over {averaging_of(cfg.eval_set)})")  # fmt: skip
+    counts["evaluated"] = evaluated
     record = {"counts": counts, "selection": cfg.selection, "missing": missing_all}
     return Check("ImageNet tree", True, f"{cfg.imagenet_dir}: {text}", record), index
 
@@ -184,11 +272,9 @@ def disk_needed(cfg: Table1Config, archs: dict[str, VisionArch]) -> int:
 
 def _check_output(cfg: Table1Config, archs: dict[str, VisionArch], out: Path) -> list[Check]:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as e:
-        return [Check("output folder", False, f"{out} is not writable ({e}); use another --out")]
+        require_writable(out)
+    except NotWritableError as e:
+        return [Check("output folder", False, str(e))]
     free = shutil.disk_usage(out).free
     need = disk_needed(cfg, archs)
     ok = free >= need

@@ -15,10 +15,17 @@ from pathlib import Path
 
 import click
 
-from benchmarks.vision.cue_conflict import SCORINGS, CueConflictError, score_files, scoring
-from benchmarks.vision.experiment import IMAGE_OPTIONS
+from benchmarks.vision.cue_conflict import (
+    SCORINGS,
+    CueConflictError,
+    same_class_note,
+    scan_cue_conflict,
+    score_files,
+    scoring,
+)
+from benchmarks.vision.experiment import EVAL_OPTIONS, IMAGE_OPTIONS
 from meanpool.imagenet import sixteen_classes
-from subind.io import write_json_atomic
+from subind.io import require_writable, write_json_atomic
 from subind.provenance import provenance
 
 
@@ -161,7 +168,8 @@ def _evaluate_summary(result: dict, tag: str, headline) -> str:
 
 @click.command(
     "evaluate",
-    params=[o.click_option(required=o.field == "cue_conflict_dir") for o in IMAGE_OPTIONS],
+    params=[o.click_option(required=o.field == "cue_conflict_dir") for o in IMAGE_OPTIONS]
+    + [o.click_option() for o in EVAL_OPTIONS],
 )
 @click.option(
     "--arch",
@@ -192,19 +200,27 @@ def _evaluate_summary(result: dict, tag: str, headline) -> str:
     help=_SCORING_HELP,
 )
 @click.option("--progress/--no-progress", default=True, help="progress bars on stderr")
-def evaluate_cmd(imagenet_dir, val_labels, pooled, cue_conflict_dir, decision_mapping, arch,
-                 weights, out, tag, device, batch_size, workers, headline,
+def evaluate_cmd(imagenet_dir, val_labels, pooled, cue_conflict_dir, decision_mapping, eval_set,
+                 arch, weights, out, tag, device, batch_size, workers, headline,
                  progress) -> None:  # fmt: skip
     """Evaluate a model you bring: original, mean-pooled and cue-conflict accuracy, robustness
     and shape bias (both cue-conflict scorings; the one chosen printed first); writes
     metrics/TAG.json, per_class/TAG.csv and responses/TAG.csv under OUT."""
-    from benchmarks.vision.evaluate import EvalConfig, evaluate_model  # torchvision
+    from benchmarks.vision.evaluate import (  # torchvision
+        EVAL_SETS,
+        EvalConfig,
+        eval_images_of_tree,
+        evaluate_model,
+    )
     from benchmarks.vision.models import ARCHS, LIBRARY_PREFIXES, arch_for
 
     if not arch.startswith(LIBRARY_PREFIXES) and arch not in ARCHS:
         raise click.UsageError(ARCHS.unknown_message(arch))
     if batch_size is not None and batch_size < 1:
         raise click.BadParameter(f"--batch-size must be >= 1, got {batch_size}")
+    eval_set = eval_set or "paper"
+    if eval_set not in EVAL_SETS:
+        raise click.BadParameter(f"--eval-set takes {' or '.join(EVAL_SETS)}, got {eval_set!r}")
     cfg = EvalConfig(
         **{
             k: v
@@ -215,13 +231,18 @@ def evaluate_cmd(imagenet_dir, val_labels, pooled, cue_conflict_dir, decision_ma
     cue_conflict_dir, out = Path(cue_conflict_dir), Path(out)
     imagenet_dir = None if imagenet_dir is None else Path(imagenet_dir)
     try:
+        stimuli = scan_cue_conflict(cue_conflict_dir)  # before any work: a bad folder is one line
         pretrained, mapping = _model_and_mapping(arch_for(arch), weights, decision_mapping)
         spec, classes, tag = pretrained.arch, pretrained.classes, tag or pretrained.source.tag
+        images = None
+        if imagenet_dir is not None or pooled is not None:
+            images = eval_images_of_tree(eval_set, imagenet_dir, val_labels, pooled)
+        require_writable(out)
+        click.echo(same_class_note(stimuli))
         start = time.perf_counter()
         result = evaluate_model(
-            pretrained.model, spec, imagenet_dir=imagenet_dir, val_labels=val_labels, pooled=pooled,
-            cue_conflict_dir=cue_conflict_dir, mapping=mapping, out_dir=out, tag=tag, cfg=cfg,
-            progress=progress, log=click.echo,
+            pretrained.model, spec, images=images, cue_conflict_dir=cue_conflict_dir,
+            mapping=mapping, out_dir=out, tag=tag, cfg=cfg, progress=progress,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as e:  # weights, stimuli, ImageNet: one line each
         click.echo(f"error: {e}", err=True)
@@ -241,6 +262,8 @@ def evaluate_cmd(imagenet_dir, val_labels, pooled, cue_conflict_dir, decision_ma
             "pooled": pooled,
             "cue_conflict_dir": str(cue_conflict_dir),
         },
+        "eval_set": eval_set,
+        "evaluated_on": None if images is None else images.describe(),
         "config": dataclasses.asdict(cfg),
         "cue_conflict_scoring": headline.name,  # the one printed first; both are below
         "wall_s": round(time.perf_counter() - start, 2),

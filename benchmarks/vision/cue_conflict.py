@@ -90,6 +90,14 @@ def scan_cue_conflict(root: str | Path) -> list[Stimulus]:
     return out
 
 
+def same_class_note(stimuli: Sequence[Stimulus]) -> str:
+    """One line on the same-class stimuli (said once per run, not once per model)."""
+    same = sum(s.shape == s.texture for s in stimuli)
+    return (f"cue-conflict: {same} of {len(stimuli)} stimuli have the same shape and texture "
+            "class: the standard scoring leaves them out, the released one keeps them (never "
+            "as texture decisions)")  # fmt: skip
+
+
 # (shape class, texture class, response): one scored stimulus; response None = no answer.
 Row = tuple[str, str, str | None]
 

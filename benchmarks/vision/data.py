@@ -20,7 +20,7 @@ from torchvision.transforms import functional as TF
 
 from benchmarks.harness import StageError
 from benchmarks.vision.models import TRAIN_CROPS, Preprocessing, VisionArch
-from benchmarks.vision.models.preprocessing import INTERPOLATIONS
+from benchmarks.vision.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS
 from meanpool.config import IndexConfig
 from meanpool.imagenet import Item
 from meanpool.loader import read_samples
@@ -110,6 +110,62 @@ def train_transform(arch: VisionArch) -> Transform:
     return T.Compose(steps + _to_input(p))
 
 
+# ------------------------------------------------------------------------------ released transforms
+# The released transfer code's transforms (vision_transfer.py:123-134; cue-conflict:
+# geirhos_cue_conflict_eval.py:65-68), for every model, the ViT included: the image becomes a
+# tensor first, so Resize(256) is bilinear without antialiasing (torchvision 0.14 on tensors),
+# and the normalisation is ImageNet's whatever the weights were trained with.
+TRANSFER_TRANSFORMS = ("released", "source")
+RELEASED_SIZE = 224  # the released transforms give 224 px images
+
+
+def _released(*steps: Callable) -> Transform:
+    resize = T.Resize(256, interpolation=T.InterpolationMode.BILINEAR, antialias=False)
+    return T.Compose([T.Lambda(_rgb), T.ToTensor(), resize, *steps,
+                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])  # fmt: skip
+
+
+def released_train_transform() -> Transform:
+    """PIL image -> (3, 224, 224): ToTensor, Resize(256), RandomHorizontalFlip, RandomCrop(224),
+    ImageNet normalisation (the released transfer training)."""
+    return _released(T.RandomHorizontalFlip(), T.RandomCrop(RELEASED_SIZE))
+
+
+def released_eval_transform() -> Transform:
+    """PIL image -> (3, 224, 224): ToTensor, Resize(256), CenterCrop(224), ImageNet
+    normalisation (the released evaluation on original and pooled images)."""
+    return _released(T.CenterCrop(RELEASED_SIZE))
+
+
+def released_cue_transform() -> Transform:
+    """PIL image -> (3, 224, 224): ToTensor, Resize(224), CenterCrop(224), ImageNet
+    normalisation (the released cue-conflict evaluation)."""
+    resize = T.Resize(RELEASED_SIZE, interpolation=T.InterpolationMode.BILINEAR, antialias=False)
+    return T.Compose([T.Lambda(_rgb), T.ToTensor(), resize, T.CenterCrop(RELEASED_SIZE),
+                      T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """The transforms of one model's transfer stage: training, evaluation (original and pooled
+    images, the curves) and the cue-conflict stimuli."""
+
+    train: Transform
+    eval: Transform
+    cue_conflict: Transform
+
+
+def transfer_transforms(arch: VisionArch, which: str) -> Transforms:
+    """``which``: "released" (the released code's, for every model) or "source" (``arch``'s:
+    its weight source's preprocessing and its training crop)."""
+    if which == "released":
+        return Transforms(released_train_transform(), released_eval_transform(),
+                          released_cue_transform())  # fmt: skip
+    if which != "source":
+        raise ValueError(f"unknown transfer_transforms {which!r}; use released or source")
+    return Transforms(train_transform(arch), eval_transform(arch), eval_transform(arch))
+
+
 class FileImages(Dataset):
     """Images on disk: item i -> (transform(image), label); without a transform the RGB PIL image.
 
@@ -176,6 +232,17 @@ class PooledImages(Dataset):
     def __len__(self) -> int:
         return len(self._jpgs)
 
+    def subset(self, rels: Sequence[str]) -> PooledImages:
+        """The images whose source is in ``rels``, in that order (bytes shared). KeyError for a
+        source the build does not hold."""
+        where = {r: i for i, r in enumerate(self.sources)}
+        idx = [where[r] for r in rels]
+        other = copy.copy(self)
+        other._jpgs = [self._jpgs[i] for i in idx]
+        other.labels = [self.labels[i] for i in idx]
+        other.sources = [self.sources[i] for i in idx]
+        return other
+
     def with_transform(self, transform: Transform | None) -> PooledImages:
         """The same images (their bytes shared, not read again) under another transform."""
         other = copy.copy(self)
@@ -215,13 +282,19 @@ def in_order(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
 # ------------------------------------------------------------------------------ a run's image sets
 @dataclass
 class ImageSets:
-    """The image sets of one architecture (its transforms): training items exclude the
+    """The image sets of one model. Stages 2-3 (adaptation, discovery) see images through the
+    model's own preprocessing (``source_*``, ``pooled_discovery``); the strategies' training and
+    curves through the transfer transforms (``transfer_transforms``). Training items exclude the
     evaluation subset; validation items are ImageNet's val split."""
 
-    train: Dataset  # original 16-class train images minus the evaluation subset
-    evaluation: Dataset  # the evaluation subset, original images (model selection, Figure 5)
+    train: Dataset  # original 16-class train images minus the evaluation subset (transfer)
+    evaluation: Dataset  # the evaluation subset, originals (strategies' selection, Figure 5)
+    val: Dataset  # ImageNet's val split, originals (selection on val: select_on)
+    pooled_evaluation: Dataset  # its pooled versions (Figure 5's pooled curve; never trained on)
+    pooled_training: Dataset  # the pooled discovery images under the training transform
+    source_evaluation: Dataset  # the evaluation subset, the model's preprocessing (adaptation)
+    source_pooled_evaluation: Dataset  # its pooled versions (discovery's selection)
     pooled_discovery: Dataset  # augmented or not, as discovery_augment says
-    pooled_evaluation: Dataset
     root: Path
     train_items: list[Item]
     discovery_items: list[Item]  # the discovery subset, original images (adaptation)
@@ -254,14 +327,15 @@ def image_sets(
     pooled: dict[str, PooledImages],
     index_config: IndexConfig,
     augment_discovery: bool,
+    transfer: Transforms,
 ) -> ImageSets:
-    """The image sets of ``arch`` (its transforms) from the run's ``index`` of the ImageNet tree
-    at ``root`` and its ``pooled`` "discovery" and "evaluation" builds (loaded once per run,
-    shared here), checked: the pooled evaluation build holds exactly the index's evaluation
-    images, none of which is trained on. ``augment_discovery``: discovery sees the training
-    augmentation (else the evaluation transform)."""
+    """The image sets of ``arch`` from the run's ``index`` of the ImageNet tree at ``root`` and
+    its ``pooled`` "discovery" and "evaluation" builds (loaded once per run, shared here),
+    checked: the pooled evaluation build holds exactly the index's evaluation images, none of
+    which is trained on. ``augment_discovery``: discovery sees the training augmentation (else
+    the evaluation transform); ``transfer``: the strategies' transforms."""
     train, evaluation, val = split_items(index)
-    pooled_eval = pooled["evaluation"].with_transform(eval_transform(arch))
+    pooled_eval = pooled["evaluation"]
     want = {it.rel for it in evaluation}
     if set(pooled_eval.sources) != want:
         how = (
@@ -272,20 +346,27 @@ def image_sets(
         )
         raise StageError(
             f"the pooled evaluation subset in {pooled_eval.source} holds "
-            f"{len(pooled_eval.sources)} images, not the "
-            f"{len(want)} of this index (selection {index_config.selection}{how}); build it with "
-            "the same `meanpool index` settings"
+            f"{len(pooled_eval.sources)} images, not the {len(want)} of this index (selection "
+            f"{index_config.selection}{how}); build it with the same `meanpool index` settings"
         )
-    leaked = {it.rel for it in train} & set(pooled_eval.sources)
+    trained = {it.rel for it in train} | set(pooled["discovery"].sources)
+    leaked = trained & set(pooled_eval.sources)
     assert not leaked, f"evaluation images in the training set: {sorted(leaked)[:3]}"
-    discovery_transform = train_transform(arch) if augment_discovery else eval_transform(arch)
+    source_eval = eval_transform(arch)
+    discovery_transform = train_transform(arch) if augment_discovery else source_eval
+
+    def originals(items: list[Item], transform: Transform) -> FileImages:
+        return FileImages(root, [(it.rel, it.label) for it in items], transform)
+
     return ImageSets(
-        train=FileImages(root, [(it.rel, it.label) for it in train], train_transform(arch)),
-        evaluation=FileImages(
-            root, [(it.rel, it.label) for it in evaluation], eval_transform(arch)
-        ),
+        train=originals(train, transfer.train),
+        evaluation=originals(evaluation, transfer.eval),
+        val=originals(val, transfer.eval),
+        pooled_evaluation=pooled_eval.with_transform(transfer.eval),
+        pooled_training=pooled["discovery"].with_transform(transfer.train),
+        source_evaluation=originals(evaluation, source_eval),
+        source_pooled_evaluation=pooled_eval.with_transform(source_eval),
         pooled_discovery=pooled["discovery"].with_transform(discovery_transform),
-        pooled_evaluation=pooled_eval,
         root=root,
         train_items=train,
         discovery_items=list(index["discovery"]),
@@ -295,8 +376,9 @@ def image_sets(
 
 
 def training_set(data: ImageSets, pooled_in_training: bool) -> Dataset:
-    """The original training images, plus (data mixture) the pooled discovery and evaluation
-    images, really added to the stream."""
+    """The original training images, plus (data mixture) the pooled discovery images, really
+    added to the stream. Never the pooled evaluation images: Figure 5's pooled curve and every
+    pooled selection are measured on them."""
     if not pooled_in_training:
         return data.train
-    return ConcatDataset([data.train, data.pooled_discovery, data.pooled_evaluation])
+    return ConcatDataset([data.train, data.pooled_training])

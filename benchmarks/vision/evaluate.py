@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Sequence
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,7 +26,8 @@ from benchmarks.vision.cue_conflict import (
 )
 from benchmarks.vision.data import FileImages, PooledImages, eval_transform, in_order
 from benchmarks.vision.models import VisionArch, num_outputs
-from meanpool.imagenet import scan, sixteen_classes
+from meanpool.config import IndexConfig
+from meanpool.imagenet import Item, paper_items, select, sixteen_classes
 from subind.io import write_text_atomic
 from subind.runtime import resolve_device
 
@@ -199,45 +201,138 @@ def _score_cue_conflict(
     return {SCORINGS.get(name).key: SCORINGS.get(name).metrics(rows) for name in SCORINGS}
 
 
-def _original_images(imagenet_dir: str | Path, val_labels: str | Path | None, transform: Any):
-    """The 16-class validation images of an ImageNet tree, as a dataset."""
-    items = scan(imagenet_dir, val_labels)["val"]
+# ------------------------------------------------------------------------------ evaluation images
+# "paper": the validation images of the run's index (the paper's 202 listed WNIDs: the pooled val
+# build's images), accuracy over images; "released": the validation images of the WNIDs that
+# occur in the evaluation list (151 in the paper's), accuracy averaged over the 16 classes, as
+# the released evaluation (pooled_imnet_eval.py) computed it.
+EVAL_SETS = ("paper", "released")
+
+
+@dataclass(frozen=True)
+class EvalImages:
+    """What a model is evaluated on: the original validation images ``items`` (under ``root``)
+    and, when a pooled build is given, their mean-pooled versions: the same images, in the same
+    order. ``averaging``: "images" (accuracy over every image) or "classes" (the mean of the
+    per-class accuracies of the classes that have images)."""
+
+    eval_set: str
+    root: Path | None
+    items: tuple[Item, ...]
+    pooled: PooledImages | None
+    averaging: str
+
+    def original(self, transform: Any) -> FileImages:
+        return FileImages(self.root or ".", [(it.rel, it.label) for it in self.items], transform)
+
+    def describe(self) -> str:
+        """One line: which images, how many, how accuracy is averaged."""
+        what = {"paper": "the index's validation images (the paper's: its 202 listed WNIDs)",
+                "released": "the validation images of the evaluation list's WNIDs"}[self.eval_set]  # fmt: skip
+        pooled = " and their pooled versions" if self.pooled is not None else ""
+        return (f"{what}{pooled}: {len(self.items) or len(self.pooled or ()):,} images, "
+                f"accuracy averaged over {self.averaging}")  # fmt: skip
+
+
+def eval_items(eval_set: str, val: list[Item], evaluation_wnids: set[str]) -> tuple[Item, ...]:
+    """The validation items ``eval_set`` evaluates: all of ``val`` ("paper"), or those of the
+    WNIDs in ``evaluation_wnids`` ("released")."""
+    if eval_set not in EVAL_SETS:
+        raise ValueError(f"unknown eval_set {eval_set!r}; use {' or '.join(EVAL_SETS)}")
+    if eval_set == "released":
+        return tuple(it for it in val if it.wnid in evaluation_wnids)
+    return tuple(val)
+
+
+def averaging_of(eval_set: str) -> str:
+    """How ``eval_set`` averages accuracy: over "images" or over "classes"."""
+    return "classes" if eval_set == "released" else "images"
+
+
+def eval_images(
+    eval_set: str,
+    root: Path | None,
+    val: list[Item] | None,
+    pooled: PooledImages | None,
+    evaluation_wnids: set[str],
+) -> EvalImages:
+    """The evaluation images of ``eval_set`` from the run's validation items ``val`` (None: no
+    originals, the pooled build alone) and the pooled "val" build (None: originals alone).
+    ValueError (one line) when the pooled build lacks some of the originals: both columns are
+    measured on the same images."""
+    averaging = averaging_of(eval_set)
+    if val is None:  # pooled images alone: their sources name their WNIDs
+        if pooled is not None and eval_set == "released":
+            rels = [r for r in pooled.sources if Path(r).parent.name in evaluation_wnids]
+            pooled = pooled.subset(rels)
+        return EvalImages(eval_set, None, (), pooled, averaging)
+    items = eval_items(eval_set, val, evaluation_wnids)
     if not items:
         raise ValueError(
-            f"no 16-class validation images under {Path(imagenet_dir) / 'val'} "
-            f"(val/<wnid>/* or a flat val/ with LOC_val_solution.csv)"
+            f"no validation images to evaluate on under {root} (eval_set {eval_set}); check "
+            "val/ (val/<wnid>/* or a flat val/ with --val-labels)"
         )
-    return FileImages(imagenet_dir, [(it.rel, it.label) for it in items], transform)
+    if pooled is not None:
+        have = set(pooled.sources)
+        lacking = [it.rel for it in items if it.rel not in have]
+        if lacking:
+            raise ValueError(
+                f"the pooled val build in {pooled.source} lacks {len(lacking):,} of the "
+                f"{len(items):,} validation images evaluated (e.g. {lacking[0]}); build it from "
+                "the same images (`meanpool index --selection paper`, then `meanpool build "
+                "--subset val`), so that original and pooled accuracy are measured on the same "
+                "images"
+            )
+        pooled = pooled.subset([it.rel for it in items])
+    return EvalImages(eval_set, root, items, pooled, averaging)
+
+
+def eval_images_of_tree(
+    eval_set: str,
+    imagenet_dir: str | Path | None,
+    val_labels: str | Path | None = None,
+    pooled: str | Path | None = None,
+) -> EvalImages:
+    """:func:`eval_images` of an ImageNet tree as the paper selects it (the validation images of
+    its 202 listed WNIDs; "released": of the WNIDs of its evaluation list) and a pooled build
+    (a folder of builds, or hf://, whose "val" build is read)."""
+    val = None
+    if imagenet_dir is not None:
+        val = select(imagenet_dir, "val", IndexConfig(selection="paper"), val_labels)
+    pooled_val = PooledImages(pooled, "val", None) if pooled is not None else None
+    wnids = {it.wnid for it in paper_items("evaluation")}
+    root = None if imagenet_dir is None else Path(imagenet_dir)
+    return eval_images(eval_set, root, val, pooled_val, wnids)
 
 
 def evaluate_model(
     model: nn.Module,
     arch: VisionArch,
     *,
-    imagenet_dir: str | Path | None = None,
-    val_labels: str | Path | None = None,
-    pooled: str | Path | None = None,
+    images: EvalImages | None = None,
     cue_conflict_dir: str | Path | None = None,
     mapping: dict[str, list[int]] | None = None,
     out_dir: Path,
     tag: str,
     cfg: EvalConfig | None = None,
+    transform: Any = None,
+    cue_transform: Any = None,
     progress: bool = False,
-    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Evaluate ``model`` in 16 classes (directly, or through ``mapping`` for another head).
 
-    Sources (each optional): the 16-class validation images of ``imagenet_dir``
-    (``val/<wnid>/*``, or flat ``val/`` with ``val_labels`` or LOC_val_solution.csv, as
-    ``meanpool.imagenet.scan``), the "val" subset of the meanpool build ``pooled``, and the
-    stimuli of ``cue_conflict_dir``. Returns {"original_accuracy", "original_n",
-    "pooled_accuracy", "pooled_n", "cue_conflict": cue_conflict_metrics (the standard scoring),
-    "cue_conflict_released": released_metrics (the paper's released code's scoring; one key per
-    scoring of ``SCORINGS``, its ``key``), "per_class": {class: {"original_accuracy",
-    "pooled_accuracy", "cue_conflict_accuracy", "cue_conflict_robustness",
-    "cue_conflict_shape_bias" (standard scoring), ... "_n"}}} (None for a source not given). Writes
-    ``<out_dir>/per_class/<tag>.csv`` and, with cue-conflict stimuli,
-    ``<out_dir>/responses/<tag>.csv`` (model-vs-human format, subj = tag), atomically.
+    Sources (each optional): ``images``, the original validation images and their pooled
+    versions (the same images: :func:`eval_images`), and the stimuli of ``cue_conflict_dir``.
+    ``transform`` / ``cue_transform``: PIL image -> input tensor for the validation images and
+    for the stimuli (default: ``eval_transform(arch)`` for both). Returns
+    {"original_accuracy", "original_n", "pooled_accuracy", "pooled_n", "eval_set", "averaging",
+    "cue_conflict": cue_conflict_metrics (the standard scoring), "cue_conflict_released":
+    released_metrics (the paper's released code's scoring; one key per scoring of ``SCORINGS``,
+    its ``key``), "per_class": {class: {"original_accuracy", "pooled_accuracy",
+    "cue_conflict_accuracy", "cue_conflict_robustness", "cue_conflict_shape_bias" (standard
+    scoring), ... "_n"}}} (None for a source not given). Writes ``<out_dir>/per_class/<tag>.csv``
+    and, with cue-conflict stimuli, ``<out_dir>/responses/<tag>.csv`` (model-vs-human format,
+    subj = tag), atomically.
     """
     cfg = cfg or EvalConfig()
     categories = sixteen_classes()[0]
@@ -249,36 +344,34 @@ def evaluate_model(
         )
     if mapping is not None:
         check_mapping(mapping, categories, heads)
-    transform = eval_transform(arch)
+    transform = transform or eval_transform(arch)
     result: dict[str, Any] = {"original_accuracy": None, "original_n": None,
-                              "pooled_accuracy": None, "pooled_n": None}  # fmt: skip
+                              "pooled_accuracy": None, "pooled_n": None,
+                              "eval_set": None if images is None else images.eval_set,
+                              "averaging": None if images is None else images.averaging}  # fmt: skip
     result.update({SCORINGS.get(name).key: None for name in SCORINGS})
     per_class: dict[str, dict[str, Any]] = {c: {} for c in categories}
 
-    def run(name: str, dataset) -> None:
+    def run(name: str, dataset, averaging: str) -> None:
         preds, labels = predict(model, dataset, categories, mapping, cfg, f"{tag} {name}", progress)
         acc, per = _accuracy_by_class(preds, labels, categories)
+        if averaging == "classes":
+            acc = statistics.fmean(r["accuracy"] for r in per.values() if r["n"])
         result[f"{name}_accuracy"], result[f"{name}_n"] = acc, len(labels)
         for c, row in per.items():
             per_class[c].update({f"{name}_n": row["n"], f"{name}_accuracy": row["accuracy"]})
 
-    if imagenet_dir is not None:
-        run("original", _original_images(imagenet_dir, val_labels, transform))
-    if pooled is not None:
-        run("pooled", PooledImages(pooled, "val", transform))
+    if images is not None and images.items:
+        run("original", images.original(transform), images.averaging)
+    if images is not None and images.pooled is not None:
+        run("pooled", images.pooled.with_transform(transform), images.averaging)
     if cue_conflict_dir is not None:
         stimuli, responses = _cue_conflict(
-            model, cue_conflict_dir, transform, mapping, cfg, tag, progress
+            model, cue_conflict_dir, cue_transform or transform, mapping, cfg, tag, progress
         )
         rows = [(s.shape, s.texture, r) for s, r in zip(stimuli, responses, strict=True)]
         result.update(_score_cue_conflict(rows, per_class))
-        metrics = result["cue_conflict"]
         write_responses_csv(Path(out_dir) / "responses" / f"{tag}.csv", stimuli, responses, tag)
-        log(
-            f"{tag}: cue-conflict: {metrics['n_excluded_same_class']} of {len(stimuli)} stimuli "
-            f"have the same shape and texture class and were left out (the released scoring "
-            f"keeps them, never as texture decisions)"
-        )
     result["per_class"] = per_class
     write_text_atomic(Path(out_dir) / "per_class" / f"{tag}.csv", _per_class_csv(per_class))
     return result

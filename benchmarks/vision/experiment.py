@@ -49,7 +49,7 @@ class VisionExperiment(Experiment):
         # `subind-bench ls` and the arithmetic experiments start without it (here and below).
         from benchmarks.vision.checks import check_config
 
-        check_config(cfg)
+        check_config(cfg, dist_env()[1])  # under torchrun: the batch split over its ranks
 
     def plan(self, cfg: Table1Config, out: Path, preset: str) -> tuple[str, bool]:
         from benchmarks.vision.plan import plan_text
@@ -101,6 +101,13 @@ IMAGE_OPTIONS = (
            "that is not 16-way (default: the packaged ImageNet-1k mapping)"),
 )  # fmt: skip
 
+# The evaluation settings of table1, shared with `subind-bench evaluate`.
+EVAL_OPTIONS = (
+    Option("--eval-set", "eval_set", "which validation images the original and pooled columns "
+           "share: paper (the 202 listed WNIDs', accuracy over images; default) or released "
+           "(the evaluation list's WNIDs, accuracy averaged over classes)"),
+)  # fmt: skip
+
 TABLE1 = VisionExperiment(
     "table1",
     "vision Subtask Induction: paper Tables 1-2, Figures 5 and 11, Appendix C",
@@ -109,6 +116,7 @@ TABLE1 = VisionExperiment(
     "mini",
     COMMON_OPTIONS
     + IMAGE_OPTIONS
+    + EVAL_OPTIONS
     + (
         Option(
             "--allow-missing/--no-allow-missing",

@@ -18,8 +18,8 @@ import torch
 
 from benchmarks.harness import SINGLE, StageError, Sync, rank0_first
 from benchmarks.vision.config import PRETRAIN_KEYS, WEIGHTS_OPTION, Table1Config
-from benchmarks.vision.data import ImageSets, PooledImages, image_sets
-from benchmarks.vision.evaluate import load_decision_mapping
+from benchmarks.vision.data import ImageSets, PooledImages, image_sets, transfer_transforms
+from benchmarks.vision.evaluate import EvalImages, eval_images, load_decision_mapping
 from benchmarks.vision.models import (
     Pretrained,
     VisionArch,
@@ -75,15 +75,24 @@ class Inputs:
     index: dict[str, list[Item]]
     pooled: dict[str, PooledImages]
     models: dict[str, ModelEntry]
+    resolver: Resolver
 
     @property
     def imagenet_dir(self) -> Path:
         return self.sources.imagenet_dir
 
-    def image_sets(self, model: str, augment_discovery: bool) -> ImageSets:
+    def image_sets(self, model: str, cfg: Table1Config) -> ImageSets:
         """``model``'s image sets (its transforms) over the run's index and pooled builds."""
-        return image_sets(self.models[model].arch, self.imagenet_dir, self.index, self.pooled,
-                          self.sources.index_config, augment_discovery)  # fmt: skip
+        arch = self.models[model].arch
+        return image_sets(arch, self.imagenet_dir, self.index, self.pooled,
+                          self.sources.index_config, cfg.discovery_augment == "train",
+                          transfer_transforms(arch, cfg.transfer_transforms))  # fmt: skip
+
+    def eval_images(self) -> EvalImages:
+        """What every model is evaluated on (:func:`benchmarks.vision.evaluate.eval_images`):
+        the index's validation images and the pooled val build's versions of them (read once,
+        on first use: only the ranks that evaluate read it)."""
+        return self.resolver.eval_images()
 
 
 def resolve_archs(cfg: Table1Config) -> dict[str, VisionArch]:
@@ -217,6 +226,7 @@ class Resolver:
         self._index: dict[str, list[Item]] | None = None
         self._pretrained: dict[str, Pretrained] = {}
         self._pooled: dict[str, PooledImages] = {}
+        self._eval: EvalImages | None = None
 
     def index(self) -> dict[str, list[Item]]:
         """The image sets of the ImageNet tree ({"train", "discovery", "evaluation", "val"})."""
@@ -250,6 +260,15 @@ class Resolver:
             arch = dataclasses.replace(arch, train_crop=self.cfg.train_crop)
         return ModelEntry(model, arch, recipe_family(arch), p)
 
+    def eval_images(self) -> EvalImages:
+        """The evaluation images of ``eval_set`` (original and pooled: the same images)."""
+        if self._eval is None:
+            index = self.index()
+            wnids = {it.wnid for it in index["evaluation"]}
+            self._eval = eval_images(self.cfg.eval_set, self.sources.imagenet_dir, index["val"],
+                                     self.pooled("val"), wnids)  # fmt: skip
+        return self._eval
+
     def inputs(self) -> Inputs:
         """Every input, resolved (what is resolved already is reused)."""
         return Inputs(
@@ -258,6 +277,7 @@ class Resolver:
             index=self.index(),
             pooled={s: self.pooled(s) for s in POOLED_RUN_SUBSETS},
             models={m: self.entry(m) for m in self.cfg.models},
+            resolver=self,
         )
 
 
@@ -275,11 +295,13 @@ def resolve_inputs(
     sync: Sync = SINGLE,
     progress: bool = False,
     resolver: Resolver | None = None,
+    archs: dict[str, VisionArch] | None = None,
 ) -> Inputs:
     """Every input: the user's (through ``resolver``, the one the input checks read through on
     rank 0; the other ranks make their own), or the synthetic world's, generated and pretrained
-    by rank 0 and cached in ``out``."""
-    archs = resolve_archs(cfg) if resolver is None else resolver.archs
+    by rank 0 and cached in ``out``. ``archs``: the models' architectures, when resolved
+    already."""
+    archs = archs or (resolver.archs if resolver else resolve_archs(cfg))
     if cfg.world is not None:
         archs = world_archs(cfg, archs)
         resolver = Resolver(cfg, archs, world_sources(cfg, archs, out, sync, progress))

@@ -157,7 +157,27 @@ def table1_md(records: list[dict[str, Any]], title: str, data: str = "") -> str:
         "strategy transfers no subnetwork.",
         "",
     ]
-    return "\n".join(lines + _rows_md(records, _COLUMNS)) + "\n"
+    return "\n".join(lines + _evaluated(records) + _empty_notes(records)
+                     + _rows_md(records, _COLUMNS)) + "\n"  # fmt: skip
+
+
+def _evaluated(records: list[dict[str, Any]]) -> list[str]:
+    """Which images the original and pooled columns were measured on, with their counts."""
+    seen = sorted({(r.get("eval_set") or "paper", r.get("averaging") or "images",
+                    r.get("original_n"), r.get("pooled_n")) for r in records}, key=str)  # fmt: skip
+    return [f"Original and pooled columns: {o if o is not None else '-'} / "
+            f"{p if p is not None else '-'} images (eval_set {s}, accuracy averaged over {a}).\n"
+            for s, a, o, p in seen]  # fmt: skip
+
+
+def _empty_notes(records: list[dict[str, Any]]) -> list[str]:
+    """A warning per model whose transferred subnetwork kept no masked weight: its subtask
+    induction, random-subnetwork and unmasked-only rows are then one model."""
+    empty = sorted({r["model"] for r in records if r["strategy"] == "subtask-induction"
+                    and r.get("subnetwork_density") == 0})  # fmt: skip
+    return [f"**Warning: the {m} subnetwork is empty** (0.0% of the masked weights kept): its "
+            "subtask-induction, random-subnetwork and unmasked-only rows are the same model, and "
+            "their differences measure nothing.\n" for m in empty]  # fmt: skip
 
 
 def released_md(records: list[dict[str, Any]]) -> str:
@@ -248,6 +268,7 @@ def table2_rows(stages: dict[str, Any]) -> list[dict[str, Any]]:
                     "pooled_subnetwork": sub.meta["val_accuracy"],
                     "best_epoch": sub.meta.get("best_epoch"),
                     "selected": sub is st.subnetwork,
+                    "warnings": st.warnings() if sub is st.subnetwork else [],
                 }
             )
         if st.random_init is not None:
@@ -290,6 +311,10 @@ def table2_md(rows: list[dict[str, Any]]) -> str:
             f"{pct(r['pooled_whole_model'])} | {pct(r['pooled_subnetwork'])} | "
             f"{r['best_epoch']} | {'yes' if r['selected'] else ''} |"
         )
+    warnings = [w for r in rows for w in r.get("warnings", [])]
+    if warnings:
+        lines += ["", "**Warnings** (the run went on: require_subnetwork_gain=false):", ""]
+        lines += [f"- {w}" for w in warnings]
     return "\n".join(lines) + "\n"
 
 

@@ -33,21 +33,27 @@ from torch import nn
 from benchmarks.harness import Sync, deal, execute, one_at_a_time, rank0_first, write_config
 from benchmarks.vision.checks import check_config, require_inputs
 from benchmarks.vision.config import RUN_KEYS, Table1Config
-from benchmarks.vision.data import ImageSets, training_set
+from benchmarks.vision.data import ImageSets, training_set, transfer_transforms
 from benchmarks.vision.evaluate import EvalConfig, evaluate_model
 from benchmarks.vision.grid import Run, plan_runs
 from benchmarks.vision.inputs import (
     Inputs,
     ModelEntry,
-    resolve_archs,
     resolve_inputs,
     user_resolver,
 )
-from benchmarks.vision.stages import NUM_CLASSES, adapted_model, discovery_jobs, find_subnetwork
+from benchmarks.vision.models import replace_head
+from benchmarks.vision.stages import (
+    NUM_CLASSES,
+    adapted_model,
+    discovery_jobs,
+    find_subnetwork,
+    subnetwork_warnings,
+)
 from benchmarks.vision.strategies import STRATEGIES, StrategyInputs
 from benchmarks.vision.training import train_run
 from subind.io import save_state_dict, write_json_atomic
-from subind.runtime import init_distributed, resolve_device
+from subind.runtime import dist_env, init_distributed, resolve_device
 from subind.subnetwork import Subnetwork
 from subind.transfer import bake
 
@@ -67,15 +73,21 @@ class Stages:
     random_init: Subnetwork | None
     data: ImageSets
 
+    def warnings(self) -> list[str]:
+        """What the run says about the subnetwork it transfers (empty, no gain)."""
+        lam = self.subnetwork.meta.get("penalty", self.subnetwork.meta.get("lambda"))
+        whole = self.adapted_meta["pooled_evaluation_accuracy"]
+        return subnetwork_warnings(self.entry.name, lam, self.subnetwork, whole)
+
 
 def _start_model(
     cfg: Table1Config, run: Run, stages: Stages, device: torch.device
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The strategy's starting model and the record of what it took from the source."""
-    strat = STRATEGIES.get(run.strategy)
+    strat, entry = STRATEGIES.get(run.strategy), stages.entry
     torch.manual_seed(run.seed)  # the same fresh initialisation for every strategy of a seed
-    fresh = stages.entry.arch.build(NUM_CLASSES).to(device)
-    return strat.build(
+    fresh = entry.arch.build(NUM_CLASSES).to(device)
+    net, info = strat.build(
         StrategyInputs(
             stages.pretrained,
             stages.adapted,
@@ -84,8 +96,29 @@ def _start_model(
             run.unmasked,
             cfg.subnetwork_trainable,
             run.seed,
+            mixture_recipe=cfg.mixture_recipe,
+            new_head=lambda m: replace_head(m, entry.arch, NUM_CLASSES),
         )
     )
+    if freezes_norms(cfg, run.strategy, entry.family):
+        info["frozen_norms"] = freeze_norms_and_class_token(net)
+    return net, info
+
+
+def freezes_norms(cfg: Table1Config, strategy: str, family: str) -> bool:
+    """Whether a run freezes its LayerNorms and class token: a ViT transfer (subtask induction
+    and its controls) with ``freeze_vit_norms``, as the released ViT transfer."""
+    return STRATEGIES.get(strategy).transfer and family == "vit" and cfg.freeze_vit_norms
+
+
+def freeze_norms_and_class_token(net: nn.Module) -> int:
+    """Freeze every LayerNorm's parameters and the class token (the released ViT transfer:
+    NeuroSurgeon's ``init_subnet_transfer``); return how many tensors were frozen."""
+    frozen = [p for m in net.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()]
+    frozen += [p for name, p in net.named_parameters() if name.split(".")[-1] == "class_token"]
+    for p in frozen:
+        p.requires_grad_(False)
+    return len(frozen)
 
 
 def _trained(
@@ -131,25 +164,25 @@ def run_strategy(
         "strategy": run.strategy,
         "unmasked": run.unmasked,
         "seed": run.seed,
-        "steps": cfg.train_steps(stages.entry.family) if strat.trains else 0,
+        "steps": 0,  # a trained run's fields say how many
         # the model every strategy but scratch and pretrained starts from
         "adapted": {k: stages.adapted_meta[k] for k in ("adapt", "adapt_images", "train_images")},
         **fields,
     }
     if rank == 0:  # with slice, every rank evaluates its own runs
-        sources = inputs.sources
+        transforms = transfer_transforms(stages.entry.arch, cfg.transfer_transforms)
         record.update(evaluate_model(
             net,
             stages.entry.arch,
-            imagenet_dir=sources.imagenet_dir,
-            val_labels=sources.val_labels,
-            pooled=sources.pooled,
-            cue_conflict_dir=sources.cue_conflict_dir,
+            images=inputs.eval_images(),
+            cue_conflict_dir=inputs.sources.cue_conflict_dir,
             mapping=inputs.mapping if strat.uses_mapping else None,
             out_dir=out,
             tag=run.tag(),
             cfg=EvalConfig(batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
                            device=str(device)),
+            transform=transforms.eval,
+            cue_transform=transforms.cue_conflict,
         ))  # fmt: skip
     if ddp:
         sync.wait(f"evaluated-{run.tag()}")  # the next DDP run starts with every rank there
@@ -162,7 +195,7 @@ def prepare(
 ) -> dict[str, Stages]:
     """Stages 1-3 of every model (cached). The adaptations, then every discovery, are dealt to
     the ranks; then every rank loads them all."""
-    data = {m: inputs.image_sets(m, cfg.discovery_augment == "train") for m in cfg.models}
+    data = {m: inputs.image_sets(m, cfg) for m in cfg.models}
     device = resolve_device(cfg.device)
 
     def adapt(m: str):
@@ -190,6 +223,9 @@ def prepare(
         )  # the random-init control of the most accurate lambda, when it was not dealt
         pretrained = entry.pretrained.model.to(device).eval()
         stages[m] = Stages(entry, pretrained, net, meta, *found, data[m])
+        if sync.rank == 0:
+            for warning in stages[m].warnings():
+                print(f"warning: {warning}", flush=True)
     return stages
 
 
@@ -199,19 +235,18 @@ def run_table1(
     """Run every missing stage and run; return the records of every planned run and the stages
     of each model (for the reports)."""
     out.mkdir(parents=True, exist_ok=True)
-    check_config(cfg)
+    archs = check_config(cfg, dist_env()[1])
     rank, world = init_distributed(timeout=datetime.timedelta(seconds=cfg.dist_timeout_s))
     sync = Sync.start(out, rank, world)
     resolver = None
     if rank == 0:  # every input, before the first training step; printed and recorded
-        archs = resolve_archs(cfg)
         resolver = user_resolver(cfg, archs)
         checks = require_inputs(cfg, out, archs, resolver)
         for c in checks:
             print(f"input: {c.what}: {c.detail}", flush=True)
         write_json_atomic(out / "inputs.json", [dataclasses.asdict(c) for c in checks])
     sync.wait("inputs checked")
-    inputs = resolve_inputs(cfg, out, sync, progress, resolver)
+    inputs = resolve_inputs(cfg, out, sync, progress, resolver, archs)
     if rank == 0:
         write_config(out, EXPERIMENT, preset, cfg)
     stages = prepare(cfg, inputs, sync, out, progress)

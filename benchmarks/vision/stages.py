@@ -52,7 +52,7 @@ from subind.masks import MaskSelection, select_parameters
 from subind.provenance import provenance
 from subind.runtime import resolve_device
 from subind.subnetwork import Subnetwork
-from subind.train import TrainConfig, fit
+from subind.train import LoaderEpochs, TrainConfig, fit
 
 NUM_CLASSES = 16
 
@@ -88,10 +88,12 @@ def _features(
     return torch.cat(xs), torch.cat(ys)
 
 
-def _adapt_config(cfg: Table1Config, steps: int) -> TrainConfig:
+def adapt_train_config(cfg: Table1Config, family: str, steps: int) -> TrainConfig:
+    """The adaptation's training: the family's epochs and lr, the shared optimizer, weight decay
+    and schedule, ``steps`` optimizer steps in all."""
     return TrainConfig(
-        epochs=cfg.adapt_epochs,
-        lr=cfg.adapt_lr,
+        epochs=cfg.per_family("adapt_epochs", family),
+        lr=cfg.per_family("adapt_lr", family),
         optimizer=cfg.adapt_optimizer,
         momentum=cfg.momentum,
         weight_decay=cfg.adapt_weight_decay,
@@ -101,19 +103,28 @@ def _adapt_config(cfg: Table1Config, steps: int) -> TrainConfig:
     )
 
 
+def selection_set(cfg: Table1Config, data: ImageSets, transform: Any) -> Dataset:
+    """The images a best epoch is chosen on (``select_on``): the evaluation subset (held out of
+    training), or ImageNet's val split (the released code's choice: the images Table 1 reports)."""
+    items = data.evaluation_items if cfg.select_on == "evaluation" else data.val_items
+    return FileImages(data.root, [(it.rel, it.label) for it in items], transform)
+
+
 def _train_head(
-    cfg: Table1Config, net: nn.Module, arch: VisionArch, images: Dataset, data: ImageSets,
+    cfg: Table1Config, net: nn.Module, entry: ModelEntry, images: Dataset, data: ImageSets,
     progress: bool,
 ) -> Any:  # fmt: skip
     """A new head on the frozen backbone (eval mode: BatchNorm statistics stay put), trained on
     the backbone's features, computed once without augmentation."""
-    device, bs, w = resolve_device(cfg.device), cfg.eval_batch_size, cfg.loader_workers
+    arch, device = entry.arch, resolve_device(cfg.device)
+    bs, w = cfg.eval_batch_size, cfg.loader_workers
     head = net.get_submodule(arch.head)
     set_head(net, arch, nn.Identity())
     train_x, train_y = _features(net.eval(), images, device, bs, w)
-    eval_x, eval_y = _features(net, data.evaluation, device, bs, w)
+    select = selection_set(cfg, data, eval_transform(arch))
+    eval_x, eval_y = _features(net, select, device, bs, w)
     set_head(net, arch, head)
-    n, batch = len(train_y), cfg.adapt_batch_size
+    n, batch = len(train_y), cfg.per_family("adapt_batch_size", entry.family)
 
     def batches(epoch: int):
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
@@ -123,26 +134,27 @@ def _train_head(
     def head_accuracy(h: nn.Module) -> float:
         return float((h(eval_x.to(device)).argmax(1).cpu() == eval_y).float().mean())
 
-    steps = cfg.adapt_epochs * -(-n // batch)
-    return fit(head, batches, ce_loss(device), head_accuracy, _adapt_config(cfg, steps),
-               desc=f"adapt head {arch.name}", progress=progress)  # fmt: skip
+    steps = cfg.per_family("adapt_epochs", entry.family) * -(-n // batch)
+    return fit(head, batches, ce_loss(device), head_accuracy,
+               adapt_train_config(cfg, entry.family, steps), desc=f"adapt head {arch.name}",
+               progress=progress)  # fmt: skip
 
 
 def _train_whole(
-    cfg: Table1Config, net: nn.Module, arch: VisionArch, images: Dataset, data: ImageSets,
+    cfg: Table1Config, net: nn.Module, entry: ModelEntry, images: Dataset, data: ImageSets,
     progress: bool,
 ) -> Any:  # fmt: skip
-    """The whole model fine-tuned (train mode, augmented images), best epoch on the evaluation
-    images."""
-    device = resolve_device(cfg.device)
+    """The whole model fine-tuned (train mode, augmented images), best epoch on
+    :func:`selection_set`."""
+    arch, device = entry.arch, resolve_device(cfg.device)
     for p in net.parameters():
         p.requires_grad_(True)
-    loader = epoch_loader(images, cfg.adapt_batch_size, cfg.index_seed, cfg.loader_workers)
-    steps = cfg.adapt_epochs * len(loader.loader)
-    evaluate = lambda m: accuracy(  # noqa: E731
-        m, data.evaluation, device, cfg.eval_batch_size, cfg.loader_workers
-    )
-    return fit(net, loader, ce_loss(device), evaluate, _adapt_config(cfg, steps),
+    batch = cfg.per_family("adapt_batch_size", entry.family)
+    loader = epoch_loader(images, batch, cfg.index_seed, cfg.loader_workers)
+    steps = cfg.per_family("adapt_epochs", entry.family) * len(loader.loader)
+    select = selection_set(cfg, data, eval_transform(arch))
+    evaluate = lambda m: accuracy(m, select, device, cfg.eval_batch_size, cfg.loader_workers)  # noqa: E731
+    return fit(net, loader, ce_loss(device), evaluate, adapt_train_config(cfg, entry.family, steps),
                desc=f"adapt {arch.name}", progress=progress)  # fmt: skip
 
 
@@ -150,8 +162,8 @@ def adapted_model(
     cfg: Table1Config, entry: ModelEntry, data: ImageSets, out: Path, progress: bool
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The pretrained model adapted to 16 classes (``cfg.adapt(family)``: "head" or "full"), on
-    the originals of the discovery images or on every training image (``adapt_images``); best
-    epoch on the evaluation images. Cached."""
+    the originals of the discovery images or on every training image (``adapt_images_*``);
+    best epoch on ``select_on``. Cached."""
     model, arch, device = entry.name, entry.arch, resolve_device(cfg.device)
     d = out / model / f"adapted-{cfg.digest(*ADAPT_KEYS)}"
     torch.manual_seed(stage_seed(cfg, model, "adapt"))  # the new head's initialisation
@@ -159,25 +171,29 @@ def adapted_model(
     if (d / "adapted.json").exists():
         net.load_state_dict(load_file(str(d / "model.safetensors")))
         return net.eval(), json.loads((d / "adapted.json").read_text())
-    items = data.discovery_items if cfg.adapt_images == "discovery" else data.train_items
+    which = cfg.per_family("adapt_images", entry.family)
+    items = data.discovery_items if which == "discovery" else data.train_items
     mode = cfg.adapt(entry.family)
     transform = eval_transform(arch) if mode == "head" else train_transform(arch)
     images = FileImages(data.root, [(it.rel, it.label) for it in items], transform)
     train = _train_head if mode == "head" else _train_whole
-    result = train(cfg, net, arch, images, data, progress)
+    result = train(cfg, net, entry, images, data, progress)
     for p in net.parameters():
         p.requires_grad_(False)
     net.eval()
     meta = {
         "model": model,
         "adapt": mode,
-        "adapt_images": cfg.adapt_images,
+        "adapt_images": which,
+        "selected_on": cfg.select_on,
         "evaluation_accuracy": result.best_accuracy,
         "pooled_evaluation_accuracy": accuracy(
-            net, data.pooled_evaluation, device, cfg.eval_batch_size
+            net, data.source_pooled_evaluation, device, cfg.eval_batch_size
         ),  # fmt: skip
         "best_epoch": result.best_epoch,
         "train_images": len(images),
+        "batch_size": cfg.per_family("adapt_batch_size", entry.family),
+        "steps": result.steps,
         "seconds": result.seconds,
         "config": {k: getattr(cfg, k) for k in ADAPT_KEYS},
         "provenance": provenance(),
@@ -198,6 +214,26 @@ def masked_selection(cfg: Table1Config, arch: VisionArch) -> MaskSelection:
     return dataclasses.replace(arch.masked, include=arch.masked.include + (head,), exclude=exclude)
 
 
+def discovery_config(cfg: Table1Config, family: str, penalty: float) -> DiscoveryConfig:
+    """How discovery trains the masks of a ``family`` model at lambda ``penalty``."""
+    return DiscoveryConfig(
+        epochs=cfg.per_family("discovery_epochs", family),
+        lr=cfg.discovery_lr,
+        penalty=penalty,
+        beta_final=cfg.beta_final,
+        seed=cfg.index_seed,
+        optimizer=cfg.discovery_optimizer,
+        beta_schedule=cfg.beta_schedule,
+        mask_init=cfg.mask_init,
+    )
+
+
+def discovery_loader(cfg: Table1Config, family: str, data: ImageSets) -> LoaderEpochs:
+    """Discovery's epochs over the pooled discovery images, at the family's batch size."""
+    batch = cfg.per_family("discovery_batch_size", family)
+    return epoch_loader(data.pooled_discovery, batch, cfg.index_seed, cfg.loader_workers)
+
+
 def _discover(
     cfg: Table1Config, base: nn.Module, entry: ModelEntry, data: ImageSets, penalty: float,
     d: Path, meta: dict[str, Any], progress: bool,
@@ -205,24 +241,15 @@ def _discover(
     if (d / "subnetwork.json").exists():
         return Subnetwork.load(d)
     device = resolve_device(cfg.device)
-    batch = cfg.per_family("discovery_batch_size", entry.family)
-    loader = epoch_loader(data.pooled_discovery, batch, cfg.index_seed, cfg.loader_workers)
     sub = discover(
         base,
         select_parameters(base, masked_selection(cfg, entry.arch)),
-        loader,
+        discovery_loader(cfg, entry.family, data),
         ce_loss(device),
         lambda m: accuracy(
-            m, data.pooled_evaluation, device, cfg.eval_batch_size, cfg.loader_workers
+            m, data.source_pooled_evaluation, device, cfg.eval_batch_size, cfg.loader_workers
         ),  # fmt: skip
-        DiscoveryConfig(
-            epochs=cfg.per_family("discovery_epochs", entry.family),
-            lr=cfg.discovery_lr,
-            penalty=penalty,
-            beta_final=cfg.beta_final,
-            seed=cfg.index_seed,
-            optimizer=cfg.discovery_optimizer,
-        ),
+        discovery_config(cfg, entry.family, penalty),
         meta={**meta, "config": {k: getattr(cfg, k) for k in DISCOVERY_KEYS}},
         progress=progress,
     )
@@ -277,6 +304,45 @@ def _control(
                      meta, progress)  # fmt: skip
 
 
+def choose_penalty(cfg: Table1Config, found: dict[float, Subnetwork]) -> float:
+    """The lambda whose subnetwork is transferred: ``transfer_penalty``, or (None) the most
+    accurate on pooled evaluation images (ties: the sparser)."""
+    if cfg.transfer_penalty is not None:
+        return cfg.transfer_penalty
+    return max(found, key=lambda k: (found[k].meta["val_accuracy"], -found[k].density))
+
+
+def subnetwork_warnings(model: str, lam: float, sub: Subnetwork, whole: float) -> list[str]:
+    """What a run must say about the subnetwork it transfers: empty (no masked weight kept:
+    subtask induction, the random subnetwork and unmasked-only are then one model), or no
+    better than the whole model on pooled images (Table 2's precondition)."""
+    out = []
+    if sub.density == 0:
+        out.append(f"the {model} subnetwork of lambda {lam:g} keeps 0.0% of the masked weights: "
+                   "subtask induction, random-subnetwork and unmasked-only are the same model")  # fmt: skip
+    acc = sub.meta["val_accuracy"]
+    if acc <= whole:
+        out.append(f"the {model} subnetwork of lambda {lam:g} gets {acc:.3f} on pooled "
+                   f"evaluation images, no better than the whole model ({whole:.3f}): no shape "
+                   "subtask was found")  # fmt: skip
+    return out
+
+
+def require_gain(
+    cfg: Table1Config, entry: ModelEntry, lam: float, sub: Subnetwork, whole: float, where: Path
+) -> None:
+    """With ``require_subnetwork_gain``: StageError unless the subnetwork beats the whole model
+    on pooled evaluation images (this project's gate; the released code has none)."""
+    acc = sub.meta["val_accuracy"]
+    if cfg.require_subnetwork_gain and acc <= whole:
+        raise StageError(
+            f"the {entry.name} subnetwork of lambda {lam:g} gets {acc:.3f} on pooled evaluation "
+            f"images, no better than the whole model ({whole:.3f}): no shape subtask was found; "
+            f"try more --set discovery_epochs_{entry.family}=N or other --set penalties=... (or "
+            f"--set require_subnetwork_gain=false to go on anyway; {where})"
+        )
+
+
 def find_subnetwork(
     cfg: Table1Config,
     entry: ModelEntry,
@@ -287,25 +353,17 @@ def find_subnetwork(
     progress: bool,
 ) -> tuple[Subnetwork, dict[float, Subnetwork], Subnetwork | None]:
     """Discovery for every lambda (cached: see :func:`discovery_jobs`); the subnetwork of
-    ``transfer_penalty`` is kept, or (None) the most accurate on pooled evaluation images
-    (ties: the sparser). Checks the paper's Table 2 precondition: the subnetwork must beat the
-    whole model on pooled images. Also Figure 11's control on a randomly initialised model."""
+    :func:`choose_penalty` is kept. The paper's Table 2 precondition (the subnetwork beats the
+    whole model on pooled images) stops the run with ``require_subnetwork_gain``; otherwise it
+    and an empty subnetwork are warned about (:func:`subnetwork_warnings`). Also Figure 11's
+    control on a randomly initialised model."""
     model = entry.name
     found = dict(zip(cfg.penalties, (job(progress) for job in
                                      discovery_jobs(cfg, entry, base, data, out)), strict=False))  # fmt: skip
-    best_lam = cfg.transfer_penalty
-    if best_lam is None:
-        best_lam = max(found, key=lambda k: (found[k].meta["val_accuracy"], -found[k].density))
+    best_lam = choose_penalty(cfg, found)
     best = found[best_lam]
     whole = adapted_meta["pooled_evaluation_accuracy"]
-    if cfg.require_subnetwork_gain and best.meta["val_accuracy"] <= whole:
-        raise StageError(
-            f"the {model} subnetwork of lambda {best_lam:g} gets {best.meta['val_accuracy']:.3f} "
-            f"on pooled evaluation images, no better than the whole model ({whole:.3f}): no "
-            f"shape subtask was found; try more --set discovery_epochs_{entry.family}=N or "
-            f"other --set penalties=... (or --set require_subnetwork_gain=false to go on "
-            f"anyway; {out / model / 'subnetworks'})"
-        )
+    require_gain(cfg, entry, best_lam, best, whole, out / model / "subnetworks")
     control = (
         _control(cfg, entry, data, best_lam, out, progress) if cfg.random_init_control else None
     )

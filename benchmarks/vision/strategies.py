@@ -10,6 +10,7 @@ experiments. ``STRATEGIES`` is the single list the CLI, the harness and the test
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,9 @@ class StrategyInputs:
     unmasked: str = "inherit"
     trainable_subnetwork: bool = False
     seed: int = 0
+    mixture_recipe: str = "transfer"  # data mixture's start: see MixtureStart
+    # model -> the model with a new 16-way head (the released data-mixture recipe's start)
+    new_head: Callable[[nn.Module], nn.Module] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,14 +77,41 @@ class CopyOf:
 
 
 @dataclass(frozen=True)
+class MixtureStart:
+    """Data mixture's start, by ``mixture_recipe``: the adapted model ("transfer") or the
+    pretrained model with a new 16-way head ("released": resnet_16_class_adapt.py,
+    vit_augment.py); every parameter trainable."""
+
+    uses_subnetwork = False
+
+    def __call__(self, inputs: StrategyInputs) -> tuple[nn.Module, dict[str, Any]]:
+        if inputs.mixture_recipe == "released":
+            assert inputs.new_head is not None, "the released mixture recipe needs new_head"
+            model, start = inputs.new_head(copy.deepcopy(inputs.pretrained)), "pretrained"
+        else:
+            model, start = copy.deepcopy(inputs.adapted), "adapted"
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, {"unmasked": "inherit", "subnetwork_trainable": None,
+                       "subnetwork_density": 1.0, "start": start}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Strategy:
     name: str
     doc: str
-    start: FromCondition | CopyOf  # how the starting model is made
+    start: FromCondition | CopyOf | MixtureStart  # how the starting model is made
     trains: bool = True  # trained on the original 16-class images
-    pooled_in_training: bool = False  # the pooled discovery + evaluation images join the train set
+    pooled_in_training: bool = False  # the pooled discovery images join the train set
     uses_mapping: bool = False  # answers through the decision mapping (a non-16-class head)
     unmasked_modes: tuple[str, ...] | None = ("inherit",)  # None: the requested modes apply
+    # Which training recipe (benchmarks.vision.training.recipe): "transfer" (the paper's SGD
+    # recipe), "scratch" (its step budget may differ: scratch_steps_vit) or "mixture"
+    # (mixture_recipe decides).
+    recipe: str = "transfer"
+    # Weights transferred into a fresh model: the ViT transfer's frozen LayerNorms and class
+    # token (freeze_vit_norms) apply.
+    transfer: bool = False
 
     def modes(self, requested: tuple[str, ...]) -> tuple[str, ...]:
         return requested if self.unmasked_modes is None else self.unmasked_modes
@@ -107,17 +138,19 @@ _add(
         "the discovered subnetwork, frozen, in a re-initialised model trained on original images",
         FromCondition("subtask-induction"),
         unmasked_modes=None,
+        transfer=True,
     )
 )
 _add(Strategy("scratch", "a freshly initialised model trained on original images",
-              FromCondition("scratch"), unmasked_modes=("reinit",)))  # fmt: skip
+              FromCondition("scratch"), unmasked_modes=("reinit",), recipe="scratch"))  # fmt: skip
 _add(
     Strategy(
         "data-mixture",
-        "the adapted model fine-tuned on original images plus the pooled discovery and "
-        "evaluation images",
-        CopyOf("adapted", trainable=True),
+        "the pretrained model with a new head (or the adapted model: mixture_recipe) fine-tuned "
+        "on original images plus the pooled discovery images",
+        MixtureStart(),
         pooled_in_training=True,
+        recipe="mixture",
     )
 )
 _add(
@@ -135,6 +168,7 @@ _add(
         "per tensor, k random entries of the pretrained model (k = the subnetwork's count)",
         FromCondition("random-subnetwork"),
         unmasked_modes=None,
+        transfer=True,
     )
 )
 _add(
@@ -142,6 +176,7 @@ _add(
         "unmasked-only",
         "no masked entry; only norms, biases, BatchNorm statistics, tokens and the head inherited",
         FromCondition("unmasked-only"),
+        transfer=True,
     )
 )
 _add(

@@ -4,7 +4,9 @@ Figure 5 and the choice of the best state."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,50 @@ from benchmarks.vision.evaluate import accuracy
 from benchmarks.vision.grid import Run
 from benchmarks.vision.inputs import ModelEntry
 from benchmarks.vision.stages import NUM_CLASSES, ce_loss
+from benchmarks.vision.strategies import STRATEGIES
 from subind.train import TrainConfig, fit
 
+# The released data-mixture recipe (resnet_16_class_adapt.py, vit_augment.py): transformers'
+# Trainer defaults (AdamW, weight decay 0, linear decay to 0, no warm-up) at lr 1e-3, batch 128,
+# 5 epochs for the ResNet and 1 for the ViT, the best epoch kept (on select_on).
+MIXTURE_RELEASED = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0,
+                    "lr_schedule": "linear", "batch_size": 128, "epochs": {"resnet": 5, "vit": 1}}  # fmt: skip
 
-def rank_batch(cfg: Table1Config, family: str, model: str, world: int) -> int:
-    """Each DDP rank's share of the global batch of ``family`` (the paper's 128 / 512 are
-    global); ValueError (one line) when it does not split over ``world`` ranks."""
-    batch = cfg.batch_size(family)
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one strategy's model trains: the optimizer and its settings, the global batch, the
+    budget (``steps``; or ``epochs`` over the training set), how often it is evaluated (every
+    ``eval_every`` steps; None: after each epoch) and where its best state is chosen
+    (``select_on``: "evaluation" or "val")."""
+
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    lr_schedule: str
+    batch_size: int
+    steps: int | None
+    epochs: int | None
+    eval_every: int | None
+    select_on: str
+
+
+def recipe(cfg: Table1Config, kind: str, family: str) -> Recipe:
+    """The recipe of a strategy's ``kind`` ("transfer", "scratch", "mixture": see
+    ``Strategy.recipe``) for a model of ``family``."""
+    if kind == "mixture" and cfg.mixture_recipe == "released":
+        m = MIXTURE_RELEASED
+        return Recipe(m["optimizer"], m["lr"], cfg.momentum, m["weight_decay"], m["lr_schedule"],
+                      m["batch_size"], None, m["epochs"][family], None, cfg.select_on)  # fmt: skip
+    steps = cfg.scratch_steps(family) if kind == "scratch" else cfg.train_steps(family)
+    return Recipe(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, "constant",
+                  cfg.batch_size(family), steps, None, min(cfg.eval_every, steps), "evaluation")  # fmt: skip
+
+
+def rank_batch(batch: int, model: str, world: int) -> int:
+    """Each DDP rank's share of the global ``batch`` (the paper's 128 / 512 are global);
+    ValueError (one line) when it does not split over ``world`` ranks."""
     if batch % world:
         raise ValueError(f"the batch size {batch} of {model} does not split over {world} ranks; "
                          f"set --set batch_size_resnet/batch_size_vit to a multiple of {world}")  # fmt: skip
@@ -40,21 +79,22 @@ def best_step(history: list[dict[str, Any]]) -> int | None:
 
 
 def train_config(
-    cfg: Table1Config, family: str, checkpoint: Path | None, ddp: bool = False
+    r: Recipe, batches_per_epoch: int, checkpoint: Path | None, amp: str | None, ddp: bool = False
 ) -> TrainConfig:
-    """How a strategy's model of ``family`` trains: the step budget ends training; evaluation
-    (and the choice of the best state) every eval_every steps."""
-    steps = cfg.train_steps(family)
+    """``fit``'s config of recipe ``r``: the step budget (or its epochs) ends training;
+    evaluation (and the choice of the best state) every eval_every steps or after each epoch."""
+    steps = r.steps if r.steps is not None else r.epochs * batches_per_epoch
     return TrainConfig(
-        epochs=10**9,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
+        epochs=10**9 if r.epochs is None else r.epochs,
+        lr=r.lr,
+        optimizer=r.optimizer,
+        momentum=r.momentum,
+        weight_decay=r.weight_decay,
+        lr_schedule=r.lr_schedule,
         max_steps=steps,
-        eval_every=min(cfg.eval_every, steps),
+        eval_every=r.eval_every,
         checkpoint_dir=str(checkpoint) if checkpoint else None,
-        amp=cfg.amp,
+        amp=amp,
         ddp=ddp,
     )
 
@@ -74,6 +114,11 @@ def class_weights(labels: list[int], num_classes: int = NUM_CLASSES) -> torch.Te
     return (w / w.norm()).float()
 
 
+def loss_weights(cfg: Table1Config, train_set: Dataset) -> torch.Tensor | None:
+    """The cross-entropy's class weights for ``train_set`` (``class_weighted_loss``), or None."""
+    return class_weights(dataset_labels(train_set)) if cfg.class_weighted_loss else None
+
+
 def ddp_ready(cfg: Table1Config, net: nn.Module, device: torch.device, world: int) -> nn.Module:
     """With DDP on GPUs and ``sync_batchnorm``: BatchNorm over the global batch."""
     if world > 1 and cfg.sync_batchnorm and device.type == "cuda":
@@ -85,41 +130,34 @@ def train_run(
     cfg: Table1Config, run: Run, entry: ModelEntry, net: nn.Module, train_set: Dataset,
     data: ImageSets, out: Path, device: torch.device, rank: int, world: int, progress: bool,
 ) -> dict[str, Any]:  # fmt: skip
-    """Train ``run``'s model ``net`` on ``train_set`` (the family's step budget; evaluation
-    every eval_every steps: selection on the original evaluation subset, the pooled one only
-    recorded; resumable from ``out/checkpoints/{tag}``); return the record's training fields
-    (train_images, curve, best_step)."""
-    weight = class_weights(dataset_labels(train_set)) if cfg.class_weighted_loss else None
-    tag, seed, family = run.tag(), run.seed, entry.family
+    """Train ``run``'s model ``net`` on ``train_set`` by its strategy's :func:`recipe`
+    (evaluation: selection on the recipe's ``select_on`` images, the pooled evaluation subset
+    only recorded; resumable from ``out/checkpoints/{tag}``); return the record's training
+    fields (train_images, steps, recipe, curve, best_step)."""
+    r = recipe(cfg, STRATEGIES.get(run.strategy).recipe, entry.family)
+    weight = loss_weights(cfg, train_set)
+    tag, seed = run.tag(), run.seed
     ckpt = out / "checkpoints" / tag
+    select = data.evaluation if r.select_on == "evaluation" else data.val
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         w, bs = cfg.loader_workers, cfg.eval_batch_size
         return {
-            "val_accuracy": accuracy(m, data.evaluation, device, bs, w),
+            "val_accuracy": accuracy(m, select, device, bs, w),
             "pooled_accuracy": accuracy(m, data.pooled_evaluation, device, bs, w),
         }
 
     torch.manual_seed(seed)
-    result = fit(
-        ddp_ready(cfg, net, device, world),
-        epoch_loader(
-            train_set,
-            rank_batch(cfg, family, run.model, world),
-            seed,
-            cfg.loader_workers,
-            rank,
-            world,
-        ),  # fmt: skip
-        ce_loss(device, weight),
-        evaluate,
-        train_config(cfg, family, ckpt, ddp=world > 1),
-        desc=tag,
-        progress=progress,
-    )
+    loader = epoch_loader(train_set, rank_batch(r.batch_size, run.model, world), seed,
+                          cfg.loader_workers, rank, world)  # fmt: skip
+    tc = train_config(r, len(loader.loader), ckpt, cfg.amp, ddp=world > 1)
+    result = fit(ddp_ready(cfg, net, device, world), loader, ce_loss(device, weight), evaluate,
+                 tc, desc=tag, progress=progress)  # fmt: skip
     shutil.rmtree(ckpt, ignore_errors=True)
     return {
         "train_images": len(train_set),
+        "steps": tc.max_steps,
+        "recipe": dataclasses.asdict(r),
         "curve": [  # Figure 5; fit's history survives a resume
             {"step": h["step"], "original": h["val_accuracy"], "pooled": h["pooled_accuracy"]}
             for h in result.history

@@ -59,12 +59,21 @@ def wnids_by_category() -> dict[str, list[str]]:
 
 
 def make_imagenet(
-    root: Path, per_class: int = 3, val_per_class: int = 1, flat_val: bool = False
+    root: Path,
+    per_class: int = 3,
+    val_per_class: int = 1,
+    flat_val: bool = False,
+    extra_val_wnids: tuple[str, ...] = (),
 ) -> Path:
-    """An ImageNet-like tree: train/<wnid>/*.JPEG for the first wnid of each of the 16 categories
-    (plus one non-16-class wnid that must be ignored) and a val/ split."""
+    """An ImageNet-like tree: train/<wnid>/*.JPEG for the first of each of the 16 categories'
+    WNIDs that hold the paper's images (plus one non-16-class wnid that must be ignored) and a
+    val/ split; ``extra_val_wnids``: more WNIDs with val images only (e.g. a 16-class WNID the
+    paper's lists do not hold)."""
+    from meanpool.imagenet import paper_wnids
+
+    listed = set(paper_wnids())
     cats = wnids_by_category()
-    wnids = [v[0] for v in cats.values()] + ["n99999999"]
+    wnids = [next(w for w in v if w in listed) for v in cats.values()] + ["n99999999"]
     solution = ["ImageId,PredictionString"]
     for i, wnid in enumerate(wnids):
         for j in range(per_class):
@@ -78,6 +87,13 @@ def make_imagenet(
             p = root / "val" / (name + ".JPEG" if flat_val else f"{wnid}/{name}.JPEG")
             p.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(synthetic_image(56, 56, seed=5000 + 100 * i + j)).save(p, quality=90)
+            solution.append(f"{name},{wnid} 1 2 3 4")
+    for k, wnid in enumerate(extra_val_wnids):
+        for j in range(val_per_class):
+            name = f"ILSVRC2012_val_{90000 + k * 10 + j:08d}"
+            p = root / "val" / (name + ".JPEG" if flat_val else f"{wnid}/{name}.JPEG")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(synthetic_image(56, 56, seed=9000 + 10 * k + j)).save(p, quality=90)
             solution.append(f"{name},{wnid} 1 2 3 4")
     if flat_val:
         (root / "LOC_val_solution.csv").write_text("\n".join(solution) + "\n")

@@ -30,9 +30,17 @@ def make_cue_conflict(root: Path, pairs: list[tuple[str, str]]) -> Path:
     return root
 
 
-def write_pooled(source: Path, subset: str, labels: list[int], shard_size: int = 3) -> Path:
+def write_pooled(
+    source: Path,
+    subset: str,
+    labels: list[int],
+    shard_size: int = 3,
+    sources: list[str] | None = None,
+) -> Path:
     """A meanpool-format build at <source>/<subset>: shards of {jpg, cls, json} and a manifest
-    listing them. Sample i has label labels[i] and source f"val/x/{i:03d}.JPEG"."""
+    listing them. Sample i has label labels[i] and source sources[i] (default
+    f"val/x/{i:03d}.JPEG")."""
+    sources = sources or [f"val/x/{i:03d}.JPEG" for i in range(len(labels))]
     folder = source / subset
     folder.mkdir(parents=True, exist_ok=True)
     shards = []
@@ -42,16 +50,28 @@ def write_pooled(source: Path, subset: str, labels: list[int], shard_size: int =
             for i in range(s, min(s + shard_size, len(labels))):
                 buf = io.BytesIO()
                 image(1000 + i).save(buf, format="JPEG")
-                meta = {"label": labels[i], "source": f"val/x/{i:03d}.JPEG"}
+                meta = {"label": labels[i], "source": sources[i]}
                 for ext, data in [
                     ("jpg", buf.getvalue()),
                     ("cls", str(labels[i]).encode()),
                     ("json", json.dumps(meta).encode()),
                 ]:
-                    info = tarfile.TarInfo(f"val_x_{i:03d}_JPEG.{ext}")
+                    key = sources[i].replace("/", "_").replace(".", "_")
+                    info = tarfile.TarInfo(f"{key}.{ext}")
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
         shards.append({"name": name, "num_samples": min(shard_size, len(labels) - s)})
     manifest = {"subset": subset, "shards": shards, "label_order": sixteen_classes()[0]}
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
+
+
+def write_pooled_val(tree: Path, source: Path, shard_size: int = 8) -> Path:
+    """A pooled "val" build at <source>/val of the validation images the paper evaluates in the
+    ImageNet tree ``tree`` (the 202 listed WNIDs'): their sources and labels, other pixels."""
+    from meanpool.config import IndexConfig
+    from meanpool.imagenet import select
+
+    items = select(tree, "val", IndexConfig(selection="paper"))
+    return write_pooled(source, "val", [it.label for it in items], shard_size,
+                        [it.rel for it in items])  # fmt: skip

@@ -7,12 +7,18 @@ from click.testing import CliRunner
 
 from benchmarks.cli import main
 from benchmarks.vision.cue_conflict import read_responses_csv, score_files
-from benchmarks.vision.evaluate import EvalConfig, decide, evaluate_model, load_decision_mapping
+from benchmarks.vision.evaluate import (
+    EvalConfig,
+    decide,
+    eval_images_of_tree,
+    evaluate_model,
+    load_decision_mapping,
+)
 from benchmarks.vision.models import ARCHS, replace_head
 from meanpool.imagenet import sixteen_classes
 from tests.meanpool.conftest import make_imagenet
 
-from .helpers import SAMPLE_CUE_CONFLICT, make_cue_conflict, write_pooled
+from .helpers import SAMPLE_CUE_CONFLICT, make_cue_conflict, write_pooled, write_pooled_val
 
 CATS = sixteen_classes()[0]
 PAIRS = [("cat", "dog"), ("dog", "cat"), ("knife", "knife"), ("truck", "bird"), ("oven", "clock")]
@@ -23,7 +29,7 @@ def sources(tmp_path_factory):
     """A tiny ImageNet tree (16 val images), a pooled build and a cue-conflict folder."""
     base = tmp_path_factory.mktemp("vision-eval")
     imagenet = make_imagenet(base / "imagenet", per_class=1, val_per_class=1)
-    write_pooled(base / "pooled", "val", [i % 16 for i in range(20)], shard_size=8)
+    write_pooled_val(imagenet, base / "pooled")
     return imagenet, base / "pooled", make_cue_conflict(base / "cc", PAIRS)
 
 
@@ -64,16 +70,17 @@ def _model(arch_name: str, classes: int = 16, seed: int = 0):
     return arch, replace_head(arch.build(classes), arch, classes)
 
 
-def test_evaluate_model_on_every_source(sources, tmp_path, capsys):
+def test_evaluate_model_on_every_source(sources, tmp_path):
     imagenet, pooled, cc = sources
     arch, model = _model("resnet18-mini")
-    r = evaluate_model(model, arch, imagenet_dir=imagenet, pooled=pooled, cue_conflict_dir=cc,
-                       out_dir=tmp_path, tag="m", cfg=EvalConfig(batch_size=7))  # fmt: skip
-    assert r["original_n"] == 16 and r["pooled_n"] == 20
+    images = eval_images_of_tree("paper", imagenet, pooled=pooled)
+    r = evaluate_model(model, arch, images=images, cue_conflict_dir=cc, out_dir=tmp_path,
+                       tag="m", cfg=EvalConfig(batch_size=7))  # fmt: skip
+    assert r["original_n"] == 16 and r["pooled_n"] == 16  # the same images, both columns
     assert 0 <= r["original_accuracy"] <= 1 and 0 <= r["pooled_accuracy"] <= 1
+    assert r["eval_set"] == "paper" and r["averaging"] == "images"
     cue = r["cue_conflict"]
     assert cue["n"] == 4 and cue["n_excluded_same_class"] == 1 and cue["n_missing"] == 0
-    assert "1 of 5 stimuli have the same shape and texture class" in capsys.readouterr().out
     records = read_responses_csv(tmp_path / "responses" / "m.csv")
     assert [r_["imagename"] for r_ in records] == sorted(
         f"{s}{i}-{t}{i}.png" for i, (s, t) in enumerate(PAIRS, 1)
@@ -87,13 +94,13 @@ def test_evaluate_model_on_every_source(sources, tmp_path, capsys):
         r["original_accuracy"]
     )
     pooled_hits = sum(per[c]["pooled_accuracy"] * per[c]["pooled_n"] for c in CATS)
-    assert pooled_hits / 20 == pytest.approx(r["pooled_accuracy"])
+    assert pooled_hits / 16 == pytest.approx(r["pooled_accuracy"])
     assert per["knife"]["cue_conflict_n"] == 0 and per["cat"]["cue_conflict_n"] == 1
     table = (tmp_path / "per_class" / "m.csv").read_text().splitlines()
     assert table[0].startswith("class,") and len(table) == 17
     # Deterministic: the same model gives the same numbers.
-    again = evaluate_model(model, arch, imagenet_dir=imagenet, out_dir=tmp_path, tag="m2",
-                           cfg=EvalConfig(batch_size=16))  # fmt: skip
+    again = evaluate_model(model, arch, images=eval_images_of_tree("paper", imagenet),
+                           out_dir=tmp_path, tag="m2", cfg=EvalConfig(batch_size=16))  # fmt: skip
     assert again["original_accuracy"] == r["original_accuracy"] and again["cue_conflict"] is None
 
 
@@ -107,7 +114,7 @@ def test_a_model_that_always_answers_one_class(sources, tmp_path):
         head.bias[7] = 5.0  # class 7 wins everywhere; the mapping gives it to "dog"
     mapping = {c: [i] for i, c in enumerate(CATS)} | {"cat": [16], "dog": [7, 17, 18]}
     r = evaluate_model(model, arch, cue_conflict_dir=cc, mapping=mapping, out_dir=tmp_path,
-                       tag="dog", log=lambda s: None)  # fmt: skip
+                       tag="dog")  # fmt: skip
     # Every answer is "dog": shape decision for the dog-shaped stimulus, texture for cat1-dog1.
     responses = read_responses_csv(tmp_path / "responses" / "dog.csv")
     assert {x["object_response"] for x in responses} == {"dog"}
@@ -121,10 +128,11 @@ def test_a_model_that_always_answers_one_class(sources, tmp_path):
 def test_evaluate_flat_val_with_labels(tmp_path):
     flat = make_imagenet(tmp_path / "flat", per_class=1, val_per_class=1, flat_val=True)
     arch, model = _model("resnet18-mini")
-    r = evaluate_model(model, arch, imagenet_dir=flat, out_dir=tmp_path, tag="f")
+    r = evaluate_model(model, arch, images=eval_images_of_tree("paper", flat), out_dir=tmp_path,
+                       tag="f")  # fmt: skip
     (flat / "LOC_val_solution.csv").rename(tmp_path / "labels.csv")
-    again = evaluate_model(model, arch, imagenet_dir=flat, val_labels=tmp_path / "labels.csv",
-                           out_dir=tmp_path, tag="f")  # fmt: skip
+    images = eval_images_of_tree("paper", flat, tmp_path / "labels.csv")
+    again = evaluate_model(model, arch, images=images, out_dir=tmp_path, tag="f")
     assert r["original_n"] == again["original_n"] == 16
     assert r["original_accuracy"] == again["original_accuracy"]
 
@@ -133,7 +141,7 @@ def test_evaluate_flat_val_with_labels(tmp_path):
 def test_evaluate_on_the_shared_sample(tmp_path):
     arch, model = _model("resnet18-mini")
     r = evaluate_model(model, arch, cue_conflict_dir=SAMPLE_CUE_CONFLICT, out_dir=tmp_path,
-                       tag="s", log=lambda s: None)  # fmt: skip
+                       tag="s")  # fmt: skip
     assert r["cue_conflict"]["n"] == 30 and r["cue_conflict"]["n_excluded_same_class"] == 16
     assert len(read_responses_csv(tmp_path / "responses" / "s.csv")) == 46
 
@@ -180,8 +188,8 @@ def test_cli_evaluate_16_and_1000_class_weights(sources, tmp_path):
                      "--batch-size", "8"])  # fmt: skip
     assert res.exit_code == 0, res.output
     rec = json.loads((out / "metrics" / "own16.json").read_text())
-    direct = evaluate_model(model, arch, imagenet_dir=imagenet, pooled=pooled, cue_conflict_dir=cc,
-                            out_dir=tmp_path / "api", tag="t", log=lambda s: None)  # fmt: skip
+    direct = evaluate_model(model, arch, images=eval_images_of_tree("paper", imagenet, None, pooled),
+                            cue_conflict_dir=cc, out_dir=tmp_path / "api", tag="t")  # fmt: skip
     assert rec["decision"].startswith("direct") and rec["head_outputs"] == 16
     assert rec["original_accuracy"] == direct["original_accuracy"]
     assert rec["pooled_accuracy"] == direct["pooled_accuracy"]
@@ -200,7 +208,7 @@ def test_cli_evaluate_16_and_1000_class_weights(sources, tmp_path):
     assert rec["head_outputs"] == 1000 and rec["decision"] == "decision mapping"
     assert rec["original_accuracy"] is None and rec["cue_conflict"]["n"] == 4
     mapped = evaluate_model(big, arch, cue_conflict_dir=cc, mapping=load_decision_mapping(),
-                            out_dir=tmp_path / "api", tag="b", log=lambda s: None)  # fmt: skip
+                            out_dir=tmp_path / "api", tag="b")  # fmt: skip
     assert rec["cue_conflict"] == mapped["cue_conflict"]
     assert not math.isnan(rec["cue_conflict"]["robustness"])
 
@@ -249,8 +257,7 @@ def _always(answer: str):
 def test_evaluate_model_scores_both_ways(sources, tmp_path):
     _, _, cc = sources
     arch, model = _always("knife")
-    r = evaluate_model(model, arch, cue_conflict_dir=cc, out_dir=tmp_path, tag="k",
-                       log=lambda s: None)  # fmt: skip
+    r = evaluate_model(model, arch, cue_conflict_dir=cc, out_dir=tmp_path, tag="k")
     # PAIRS, every answer "knife": only knife-knife (same-class) is answered with its shape.
     # standard: knife-knife left out, n = 4; shape 0, texture 0 -> accuracy 0, robustness 1,
     #   no shape bias.
@@ -262,7 +269,8 @@ def test_evaluate_model_scores_both_ways(sources, tmp_path):
     # Both scorings read the same responses file.
     scores = score_files([tmp_path / "responses" / "k.csv"])
     assert scores["pooled"] == std and scores["released"]["pooled"] == rel
-    none = evaluate_model(model, arch, pooled=sources[1], out_dir=tmp_path, tag="p")
+    pooled_only = eval_images_of_tree("paper", None, pooled=sources[1])
+    none = evaluate_model(model, arch, images=pooled_only, out_dir=tmp_path, tag="p")
     assert none["cue_conflict"] is None and none["cue_conflict_released"] is None
 
 
@@ -339,3 +347,61 @@ def test_cli_score_cue_conflict_released_first(tmp_path):
     assert saved["pooled"]["accuracy"] == pytest.approx(1 / 3)  # standard, as before
     bad = CliRunner().invoke(main, ["score", "cue-conflict", a, "--cue-conflict-scoring", "x"])
     assert bad.exit_code == 2 and "unknown cue-conflict scoring 'x'" in bad.output
+
+
+# fire engine, minivan, pickup, police van, tow truck: 16-class WNIDs that are ILSVRC classes but
+# hold none of the paper's images
+EXTRA_TRUCKS = ("n03345487", "n03770679", "n03930630", "n03977966", "n04461696")
+
+
+def test_original_and_pooled_are_measured_on_the_same_202_wnid_images(tmp_path):
+    """val/ also holds the 5 truck WNIDs the paper's lists leave out: the original column counts
+    the listed WNIDs' images only, the very images of the pooled column."""
+    tree = make_imagenet(tmp_path / "imagenet", per_class=1, val_per_class=2,
+                         extra_val_wnids=EXTRA_TRUCKS)  # fmt: skip
+    write_pooled_val(tree, tmp_path / "pooled")
+    arch, model = _model("resnet18-mini")
+    torch.save(model.state_dict(), tmp_path / "m.pth")
+    cc = make_cue_conflict(tmp_path / "cc", PAIRS)
+    res = CliRunner().invoke(main, ["evaluate", "--arch", "resnet18-mini", "--weights",
+                                    str(tmp_path / "m.pth"), "--cue-conflict-dir", str(cc),
+                                    "--imagenet-dir", str(tree), "--pooled",
+                                    str(tmp_path / "pooled"), "--out", str(tmp_path / "o"),
+                                    "--no-progress"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "o" / "metrics" / "m.json").read_text())
+    assert rec["original_n"] == rec["pooled_n"] == 16 * 2  # not 21 * 2
+    assert rec["eval_set"] == "paper" and "32 images" in rec["evaluated_on"]
+    # a pooled build that lacks some of the originals is refused, before any work
+    write_pooled(tmp_path / "short", "val", [0, 1], sources=["val/x/a.JPEG", "val/x/b.JPEG"])
+    res = CliRunner().invoke(main, ["evaluate", "--arch", "resnet18-mini", "--weights",
+                                    str(tmp_path / "m.pth"), "--cue-conflict-dir", str(cc),
+                                    "--imagenet-dir", str(tree), "--pooled",
+                                    str(tmp_path / "short"), "--out", str(tmp_path / "o2"),
+                                    "--no-progress"])  # fmt: skip
+    assert res.exit_code == 1 and "lacks 32 of the 32 validation images" in res.output
+    assert not (tmp_path / "o2").exists()
+
+
+def test_the_released_eval_set_averages_over_classes_on_the_evaluation_lists_wnids(tmp_path):
+    """released: the validation images of the WNIDs in the evaluation list, accuracy the mean
+    of per-class accuracies; a model that answers "airplane" to everything: 1/16 either way on
+    a balanced set, but per-class averaging weights a class with more images no more."""
+    from meanpool.imagenet import paper_items
+
+    tree = make_imagenet(tmp_path / "imagenet", per_class=1, val_per_class=1)
+    # airplane gets 3 more validation images: over images 4/19, over classes 1/16
+    airplane = next(p for p in (tree / "val").iterdir() if p.name == "n02690373")
+    for j in range(3):
+        (airplane / f"extra{j}.JPEG").write_bytes(next(airplane.iterdir()).read_bytes())
+    arch, model = _always("airplane")
+    by_images = evaluate_model(model, arch, images=eval_images_of_tree("paper", tree),
+                               out_dir=tmp_path, tag="p")  # fmt: skip
+    by_classes = evaluate_model(model, arch, images=eval_images_of_tree("released", tree),
+                                out_dir=tmp_path, tag="r")  # fmt: skip
+    wnids = {it.wnid for it in paper_items("evaluation")}
+    kept = [w for w in {p.name for p in (tree / "val").iterdir()} if w in wnids]
+    assert by_images["original_accuracy"] == pytest.approx(4 / 19)
+    assert by_classes["averaging"] == "classes"
+    assert by_classes["original_n"] == 3 + len(kept)
+    assert by_classes["original_accuracy"] == pytest.approx(1 / len(kept))

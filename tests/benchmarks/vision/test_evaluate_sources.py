@@ -10,12 +10,12 @@ import torchvision
 from click.testing import CliRunner
 
 from benchmarks.cli import main
-from benchmarks.vision.evaluate import evaluate_model, load_decision_mapping
+from benchmarks.vision.evaluate import eval_images_of_tree, evaluate_model, load_decision_mapping
 from benchmarks.vision.models import arch_for
 from benchmarks.vision.models.sources import load_pretrained
 from tests.meanpool.conftest import make_imagenet
 
-from .helpers import make_cue_conflict, write_pooled
+from .helpers import make_cue_conflict, write_pooled_val
 from .models.test_sources import RESNET_PRE, VIT_PRE, hf_resnet, hf_vit, save_checkpoint
 
 PAIRS = [("cat", "dog"), ("dog", "cat"), ("knife", "knife"), ("truck", "bird")]
@@ -25,7 +25,7 @@ PAIRS = [("cat", "dog"), ("dog", "cat"), ("knife", "knife"), ("truck", "bird")]
 def sources(tmp_path_factory):
     base = tmp_path_factory.mktemp("eval-sources")
     imagenet = make_imagenet(base / "imagenet", per_class=1, val_per_class=1)
-    write_pooled(base / "pooled", "val", [i % 16 for i in range(16)], shard_size=8)
+    write_pooled_val(imagenet, base / "pooled")
     return imagenet, base / "pooled", make_cue_conflict(base / "cc", PAIRS)
 
 
@@ -39,8 +39,9 @@ def _evaluate(sources, out, arch, *extra):
 
 def _direct(sources, tmp_path, model, arch, mapping=None):
     imagenet, pooled, cc = sources
-    return evaluate_model(model, arch, imagenet_dir=imagenet, pooled=pooled, cue_conflict_dir=cc,
-                          mapping=mapping, out_dir=tmp_path / "api", tag="t", log=lambda s: None)  # fmt: skip
+    images = eval_images_of_tree("paper", imagenet, pooled=pooled)
+    return evaluate_model(model, arch, images=images, cue_conflict_dir=cc, mapping=mapping,
+                          out_dir=tmp_path / "api", tag="t")  # fmt: skip
 
 
 def _same(record, direct):

@@ -58,8 +58,9 @@ def test_plan_checks_every_input_and_trains_nothing(inputs, tmp_path):
     assert "[ok] weights of resnet18-mini" in text and "1000-class head" in text
     assert "| ResNet18 adaptation | adapt_resnet | full | head | full |" in text
     # adaptation 5 epochs x 1 batch; discovery 100 epochs x 1 batch x (3 lambdas + control);
-    # 7 trained runs x 33,160 steps
-    assert "| resnet18-mini | 5 | 400 | 7 | 232,120 |" in text
+    # 6 trained runs x 33,160 steps, and data mixture's released recipe: 5 epochs x 1 batch
+    # (the 30 training images + the 16 pooled discovery images, batch 128)
+    assert "| resnet18-mini | 5 | 400 | 7 | 198,965 |" in text
     assert "Every input check passed." in text
     assert not (out / "results.jsonl").exists() and not list(out.glob("resnet18-mini/*"))
 
@@ -129,7 +130,7 @@ def test_plan_of_a_library_classifier_has_its_row_and_one_line_checks(inputs, tm
     assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
     assert "| torchvision:resnet50 | subtask-induction | inherit | 0 | yes |" in res.output
     # ResNet's recipe: 5 adaptation epochs, 100 discovery epochs x (3 lambdas + control)
-    assert "| torchvision:resnet50 | 5 | 400 | 7 | 232,120 |" in res.output
+    assert "| torchvision:resnet50 | 5 | 400 | 7 | 198,965 |" in res.output
     weights = next(line for line in res.output.splitlines() if "weights of torchvision" in line)
     if weights.startswith("- [FAIL]"):  # not cached here: one line saying how to fetch them
         assert res.exit_code == 1 and "torch hub cache" in weights
@@ -153,9 +154,10 @@ def test_a_run_reads_each_weight_file_once_and_indexes_the_tree_once(inputs, tmp
          "cue_conflict_dir": given["--cue-conflict-dir"],
          "weights_resnet18": given["--weights-resnet18"], "models": ("resnet18-mini",),
          "strategies": ("scratch", "linear-ft")},
-        ("allow_missing=true", "adapt_epochs=1", "discovery_epochs_resnet=1", "penalties=1e-8",
-         "random_init_control=false", "steps=2", "eval_every=2", "batch_size_resnet=8",
-         "eval_batch_size=16", "loader_workers=0", "device=cpu"),
+        ("allow_missing=true", "adapt_epochs_resnet=1", "discovery_epochs_resnet=1",
+         "penalties=1e-8", "random_init_control=false", "steps=2", "eval_every=2",
+         "batch_size_resnet=8", "eval_batch_size=16", "loader_workers=0", "device=cpu",
+         "transfer_transforms=source"),
     )  # fmt: skip
     reads, walks = [], []
     real_read, real_index = sources.read_weights, inputs_module.build_index

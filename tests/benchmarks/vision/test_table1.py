@@ -58,6 +58,22 @@ def test_tiny_end_to_end_outputs(tiny_run):
     assert "Table 1" in output and "wall time" in output
 
 
+def test_both_columns_on_the_same_images_and_an_empty_subnetwork_is_flagged(tiny_run):
+    out, output = tiny_run
+    records = read_jsonl(out / "results.jsonl")
+    assert all(r["original_n"] == r["pooled_n"] == 16 * 2 for r in records)  # the tiny world's val
+    assert {r["eval_set"] for r in records} == {"paper"}
+    # the tiny preset's discovery keeps no weight: said in the log, table1.md and table2.md
+    empty = {r["model"] for r in records
+             if r["strategy"] == "subtask-induction" and r["subnetwork_density"] == 0}  # fmt: skip
+    assert empty, "the tiny preset was expected to find empty subnetworks"
+    for model in empty:
+        assert f"warning: the {model} subnetwork of lambda" in output
+        assert f"**Warning: the {model} subnetwork is empty**" in (out / "table1.md").read_text()
+    table2 = (out / "table2.md").read_text()
+    assert "**Warnings**" in table2 and "keeps 0.0% of the masked weights" in table2
+
+
 def test_data_mixture_trains_on_more_images_and_rerun_reuses_everything(tiny_run):
     out, _ = tiny_run
     records = read_jsonl(out / "results.jsonl")
@@ -66,7 +82,7 @@ def test_data_mixture_trains_on_more_images_and_rerun_reuses_everything(tiny_run
         world = out / "world"
         assert world.exists()
         extra = by[(model, "data-mixture")]["train_images"] - by[(model, "scratch")]["train_images"]
-        assert extra == 16 * (3 + 2)  # the pooled discovery + evaluation images of the tiny world
+        assert extra == 16 * 3  # the pooled discovery images of the tiny world
     res = CliRunner().invoke(
         main, ["run", "table1", "--preset", "tiny", "--out", str(out), "--no-progress"]
     )
@@ -77,7 +93,7 @@ def test_data_mixture_trains_on_more_images_and_rerun_reuses_everything(tiny_run
 def test_training_images_are_disjoint_from_evaluation_and_val(tiny_run):
     out, _ = tiny_run
     inputs = resolve_inputs(TINY, out, SINGLE, False)
-    data = inputs.image_sets("resnet18-mini", augment_discovery=False)
+    data = inputs.image_sets("resnet18-mini", TINY)
     train = {it.rel for it in data.train_items}
     assert train and not train & {it.rel for it in data.evaluation_items}
     assert not train & {it.rel for it in data.val_items}
@@ -88,16 +104,21 @@ def test_training_images_are_disjoint_from_evaluation_and_val(tiny_run):
 
     held = {digest(it.rel) for it in data.evaluation_items + data.val_items}
     assert not {digest(r) for r in train} & held  # no held-out picture under another name
-    # the data-mixture stream really holds the pooled images: count them in one epoch
+    # the data-mixture stream really holds the pooled discovery images (count them in one
+    # epoch), never the pooled evaluation images its pooled curve is measured on
     mixed = training_set(data, pooled_in_training=True)
     n_orig = len(data.train)
-    assert len(mixed) == n_orig + len(data.pooled_discovery) + len(data.pooled_evaluation)
+    assert len(mixed) == n_orig + len(data.pooled_discovery)
     epochs = epoch_loader(mixed, batch_size=1, seed=0, workers=0)
     epochs(0)
     idx = list(epochs.loader.sampler)  # the order of epoch 0
     assert sorted(idx) == list(range(len(mixed)))
-    assert sum(i >= n_orig for i in idx) == 16 * (3 + 2)
+    assert sum(i >= n_orig for i in idx) == 16 * 3
     assert len(training_set(data, pooled_in_training=False)) == n_orig
+    mixture_pooled = set(mixed.datasets[1].sources)
+    assert mixture_pooled == {it.rel for it in data.discovery_items}
+    assert not mixture_pooled & set(data.pooled_evaluation.sources)  # the pooled curve's images
+    assert not {it.rel for it in data.train_items} & set(data.pooled_evaluation.sources)
 
 
 def test_split_items_refuses_a_leak():
@@ -139,7 +160,7 @@ def test_precondition_stops_when_the_subnetwork_is_no_better(tmp_path, tiny_run)
 
     inputs = resolve_inputs(cfg, out, SINGLE, False)
     entry = inputs.models["resnet18-mini"]
-    data = inputs.image_sets(entry.name, augment_discovery=False)
+    data = inputs.image_sets(entry.name, cfg)
     adapted, meta = stages.adapted_model(cfg, entry, data, out, False)
     with pytest.raises(StageError, match="no better than the whole model"):
         stages.find_subnetwork(

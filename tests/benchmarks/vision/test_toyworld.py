@@ -202,7 +202,12 @@ def test_world_runs_through_the_vision_evaluation(world, tmp_path):
     """The paper preset's readers take the world as they take the real data."""
     from benchmarks.vision.cue_conflict import scan_cue_conflict
     from benchmarks.vision.data import PooledImages
-    from benchmarks.vision.evaluate import EvalConfig, evaluate_model, load_decision_mapping
+    from benchmarks.vision.evaluate import (
+        EvalConfig,
+        eval_images,
+        evaluate_model,
+        load_decision_mapping,
+    )
 
     stimuli = scan_cue_conflict(world.cue_conflict_dir)
     assert sum(s.shape == s.texture for s in stimuli) == 16 * TINY.cue_shapes_per_class
@@ -212,17 +217,17 @@ def test_world_runs_through_the_vision_evaluation(world, tmp_path):
     path = pretrain(arch, world, PretrainConfig(epochs=1), tmp_path / "m.pth", progress=False)
     model = arch.build(len(world.pretrain_classes))
     load_weights(model, path)
+    val = scan(world.imagenet_dir)["val"]
+    images = eval_images("paper", world.imagenet_dir, val, pooled, set())
     res = evaluate_model(
         model.eval(),
         arch,
-        imagenet_dir=world.imagenet_dir,
-        pooled=world.pooled_dir,
+        images=images,
         cue_conflict_dir=world.cue_conflict_dir,
         mapping=load_decision_mapping(world.decision_mapping),
         out_dir=tmp_path / "eval",
         tag="tiny",
         cfg=EvalConfig(device="cpu"),
-        log=lambda _: None,
     )
     assert res["original_n"] == res["pooled_n"] == 16 * TINY.val_per_class
     assert res["cue_conflict"]["n_excluded_same_class"] == 16 * TINY.cue_shapes_per_class

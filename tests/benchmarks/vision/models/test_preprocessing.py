@@ -31,6 +31,8 @@ VIT_HF = {"do_normalize": True, "do_resize": True, "feature_extractor_type": "Vi
 RESNET18_HF_NEW = {"image_processor_type": "ConvNextImageProcessor", "crop_pct": 0.875,
                    "size": {"shortest_edge": 224}, "image_mean": list(IMAGENET_MEAN),
                    "image_std": list(IMAGENET_STD), "resample": 3}  # fmt: skip
+# Another crop_pct than the default 0.875: read, not assumed (shorter side int(224 / 0.95) = 235).
+RESNET18_HF_CROP95 = {**RESNET18_HF_NEW, "crop_pct": 0.95}
 # Sizes whose margins after resizing are odd, even and 3 mod 4 (where crop offsets may round
 # differently), portrait and landscape.
 SIZES = [(403, 300), (405, 300), (300, 403), (700, 257), (225, 225), (333, 500)]
@@ -45,6 +47,7 @@ def test_transformers_configs_read_as_verified():
         resize=256, crop=224, interpolation="bicubic", crop_rounding="floor"
     )
     assert from_transformers(RESNET18_HF_NEW) == from_transformers(RESNET18_HF)
+    assert from_transformers(RESNET18_HF_CROP95).resize == 235
     assert from_transformers(VIT_HF) == Preprocessing(
         resize=(224, 224), crop=None, interpolation="bilinear", mean=HALF, std=HALF,
         crop_rounding="floor",
@@ -76,7 +79,7 @@ def _hf_processors(folder):
         }
 
 
-@pytest.mark.parametrize("config", [RESNET18_HF, VIT_HF, RESNET18_HF_NEW])
+@pytest.mark.parametrize("config", [RESNET18_HF, VIT_HF, RESNET18_HF_NEW, RESNET18_HF_CROP95])
 def test_transformers_preprocessing_matches_its_image_processor(tmp_path, config):
     pytest.importorskip("transformers")
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
