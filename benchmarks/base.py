@@ -8,6 +8,7 @@ imports its heavy modules (e.g. the vision stack) only when it runs.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Callable
@@ -30,7 +31,7 @@ def ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError:
-        raise ConfigError(f"expected comma-separated integers, got {text!r}") from None
+        raise ConfigError(f"expected comma-separated integers (e.g. 0,1,2), got {text!r}") from None
 
 
 def floats(text: str) -> tuple[float, ...]:
@@ -96,6 +97,9 @@ class Experiment:
     outputs: str = ""  # the files a run writes, for the closing line of `subind-bench run`
     # The exceptions of a run that are the user's to fix: one line on stderr, exit status 1.
     errors: tuple[type[BaseException], ...] = (StageError, ValueError, FileNotFoundError)
+    # Config fields that may differ between runs into one output folder (harness.claim_folder):
+    # which runs and seeds (each record's key holds what it depends on) and execution settings.
+    free_fields: tuple[str, ...] = ()
 
     def preset(self, name: str) -> Any:
         """The config of preset ``name`` (KeyError with a suggestion when unknown)."""
@@ -112,10 +116,11 @@ class Experiment:
         for item in sets:
             key, sep, value = item.partition("=")
             if not sep or key not in fields:
-                close = [f for f in fields if key in f or f in key][:3]
+                close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.6)
+                close += [f for f in fields if (key in f or f in key) and f not in close]
                 raise ConfigError(
                     f"--set takes FIELD=VALUE with a {self.config_class.__name__} field, got "
-                    f"{item!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+                    f"{item!r}" + (f"; did you mean {', '.join(close[:3])}?" if close else "")
                     + f" (`subind-bench ls {self.name}` lists the fields)"
                 )  # fmt: skip
             changes[key] = coerce(self.config_class, key, value)
@@ -165,7 +170,8 @@ def coerce(cls: type, name: str, value: str) -> Any:
         try:
             return hint(value)
         except ValueError:
-            raise ConfigError(f"{name} takes a {hint.__name__}, got {value!r}") from None
+            what = {int: "an integer", float: "a number", str: "a text"}[hint]
+            raise ConfigError(f"{name} takes {what}, got {value!r} (--set {name}=...)") from None
     args = typing.get_args(hint)
     if args and args[0] is int:
         return ints(value)

@@ -12,11 +12,13 @@ from typing import Any
 
 import click
 
+from benchmarks import harness
 from benchmarks.arithmetic.cli import summary_cmd
 from benchmarks.base import ConfigError, Experiment
 from benchmarks.experiments import EXPERIMENTS, experiment_of
 from benchmarks.vision.cli import evaluate_cmd, score_group
-from subind.io import read_jsonl
+from subind.io import read_jsonl, require_writable
+from subind.runtime import dist_env
 
 
 @click.group()
@@ -86,18 +88,26 @@ def _run_command(exp: Experiment) -> click.Command:
                      help=f"any field of the config (`subind-bench ls {exp.name}` lists them)"),
         click.Option(["--plan"], is_flag=True, default=False,
                      help="check the inputs and print what the run would do; train nothing"),
-        click.Option(["--progress/--no-progress"], default=True),
+        click.Option(["--start-over"], is_flag=True, default=False,
+                     help="move what --out holds to <out>.previous-<time> first (nothing is "
+                          "deleted), e.g. to rerun a folder with another config"),
+        click.Option(["--progress/--no-progress"], default=True,
+                     help="progress bars on stderr (default: on)"),
     ]  # fmt: skip
     by_name = {o.flag.split("/")[0].lstrip("-").replace("-", "_"): o for o in exp.options}
 
     def callback(preset: str | None, out: Path | None, sets: tuple[str, ...], plan: bool,
-                 progress: bool, **given: Any) -> None:  # fmt: skip
-        overrides = {
-            by_name[k].field: (v if by_name[k].parse is None else by_name[k].parse(v))
-            for k, v in given.items()
-            if v is not None
-        }
+                 start_over: bool, progress: bool, **given: Any) -> None:  # fmt: skip
         try:
+            overrides = {}
+            for k, v in given.items():
+                if v is None:
+                    continue
+                option = by_name[k]
+                try:
+                    overrides[option.field] = v if option.parse is None else option.parse(v)
+                except ConfigError as e:
+                    raise ConfigError(f"{option.flag.split('/')[0]}: {e}") from None
             cfg = exp.resolve(preset, overrides, sets)
             exp.check(cfg)
         except ConfigError as e:
@@ -112,6 +122,15 @@ def _run_command(exp: Experiment) -> click.Command:
                 if not inputs_ok:
                     sys.exit(1)  # a dry run that found a bad input fails, as the run would
                 return
+            if dist_env()[0] == 0:  # under torchrun, rank 0 speaks for the folder
+                if start_over:
+                    moved = harness.start_over(out)
+                    if moved is not None:
+                        click.echo(f"--start-over: moved the old {out} to {moved}")
+                require_writable(out)
+                problem = harness.folder_problem(out, exp.name, cfg, exp.free_fields)
+                if problem:  # the run claims the folder once its inputs are checked
+                    raise harness.FolderTakenError(problem)
             outcome = exp.run(cfg, out, preset, progress)
         except exp.errors as e:
             click.echo(f"error: {e}", err=True)

@@ -18,6 +18,7 @@ the stage depends on.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 import uuid
@@ -34,6 +35,7 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 CONFIG_FILE = "config.json"
+CLAIM_FILE = "folder.json"  # which experiment and config this output folder holds
 
 
 class StageError(RuntimeError):
@@ -51,6 +53,67 @@ def write_config(out: Path, experiment: str, preset: str | None, cfg: Any) -> No
             "provenance": provenance(),
         },
     )
+
+
+class FolderTakenError(StageError):
+    """An output folder holds another experiment's or config's results (one-line message)."""
+
+
+def _claim(experiment: str, cfg: Any, free: tuple[str, ...]) -> dict[str, Any]:
+    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in free}
+    return json.loads(json.dumps({"experiment": experiment, "config": config}, default=str))
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else repr(value)
+
+
+def folder_problem(out: Path, experiment: str, cfg: Any, free: tuple[str, ...] = ()) -> str | None:
+    """Why ``out`` cannot take this experiment and config (see :func:`claim_folder`), or None."""
+    path = Path(out) / CLAIM_FILE
+    if not path.is_file():
+        return None
+    theirs, mine = json.loads(path.read_text()), _claim(experiment, cfg, free)
+    if theirs == mine:
+        return None
+    fix = f"use another --out, or --start-over to move it to {Path(out)}.previous-* first"
+    if theirs.get("experiment") != experiment:
+        return f"{out} holds {theirs.get('experiment')} results, not {experiment}'s; {fix}"
+    a, b = theirs.get("config", {}), mine["config"]
+    diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    shown = "; ".join(f"{k} {_show(a.get(k))} there, {_show(b.get(k))} here" for k in diff[:3])
+    more = f" (and {len(diff) - 3} more)" if len(diff) > 3 else ""
+    return f"{out} holds the results of another {experiment} config: {shown}{more}; {fix}"
+
+
+def claim_folder(out: Path, experiment: str, cfg: Any, free: tuple[str, ...] = ()) -> None:
+    """Make ``out`` this config's folder, or check that it is: one output folder holds one
+    experiment and config, so a rerun resumes and never mixes results. ``free``: the fields that
+    may differ between runs into one folder (which runs, seeds, devices: each record's key holds
+    what it depends on). FolderTakenError (one line, naming the fields that differ and the ways
+    on) when ``out`` holds another; the folder is left as it was."""
+    problem = folder_problem(out, experiment, cfg, free)
+    if problem:
+        raise FolderTakenError(problem)
+    path = Path(out) / CLAIM_FILE
+    if not path.is_file():
+        write_json_atomic(path, _claim(experiment, cfg, free))
+
+
+def start_over(out: Path) -> Path | None:
+    """Move ``out`` aside to ``<out>.previous-<time>`` (nothing is deleted); return where it went
+    (None when there was nothing to move)."""
+    out = Path(out)
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = out.with_name(f"{out.name}.previous-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = out.with_name(f"{out.name}.previous-{stamp}-{n}")
+    out.rename(target)
+    return target
 
 
 class Sync:

@@ -28,13 +28,25 @@ def _parse_hf(url: str) -> tuple[str, str | None, str]:
     return m["repo"], m["rev"], m["file"]
 
 
-def hf_file(url: str, cache_dir: str | None = None) -> str:
+def hf_file(url: str, cache_dir: str | None = None, local_only: bool = False) -> str:
     """The local path of one file of a Hub dataset, ``hf://datasets/ORG/NAME[@REV]/FILE``,
-    through the Hugging Face cache (fetched when not cached)."""
+    through the Hugging Face cache: fetched when not cached, or, with ``local_only``, never
+    (FileNotFoundError in one line saying how to get it: ``meanpool pull``)."""
     from huggingface_hub import hf_hub_download
 
     repo, rev, name = _parse_hf(url)
-    return hf_hub_download(repo, name, repo_type="dataset", revision=rev, cache_dir=cache_dir)
+    try:
+        return hf_hub_download(repo, name, repo_type="dataset", revision=rev,
+                               cache_dir=cache_dir, local_files_only=local_only)  # fmt: skip
+    except Exception as e:
+        if not local_only:
+            raise
+        at = f" --revision {rev}" if rev else ""
+        raise FileNotFoundError(
+            f"{url} is not in the local Hugging Face cache ({type(e).__name__}); nothing is "
+            f"downloaded here: fetch it first with `meanpool pull {repo}{at} --out DIR` (then "
+            "pass DIR) where there is internet, or check the dataset's name"
+        ) from None
 
 
 def _base(source: str) -> str:
@@ -48,23 +60,29 @@ def _base(source: str) -> str:
     )
 
 
-def read_manifest(source: str | Path, cache_dir: str | None = None) -> dict[str, Any]:
+def read_manifest(
+    source: str | Path, cache_dir: str | None = None, local_only: bool = False
+) -> dict[str, Any]:
     """The manifest of the build at ``source``: a folder (local build or pulled snapshot) or
-    ``hf://datasets/ORG/NAME[@REV][/SUBFOLDER]`` (read through the Hugging Face cache). Raises
-    FileNotFoundError when a folder holds no finished build."""
+    ``hf://datasets/ORG/NAME[@REV][/SUBFOLDER]`` (read through the Hugging Face cache; with
+    ``local_only``, from the cache alone). Raises FileNotFoundError when a folder holds no
+    finished build, or a ``local_only`` file is not cached."""
     source = str(source)
     if source.startswith("hf://"):
-        return json.loads(Path(hf_file(f"{_base(source)}/manifest.json", cache_dir)).read_text())
+        path = hf_file(f"{_base(source)}/manifest.json", cache_dir, local_only)
+        return json.loads(Path(path).read_text())
     manifest_path = Path(source) / "manifest.json"
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{source} has no manifest.json; is it a finished meanpool build?")
     return json.loads(manifest_path.read_text())
 
 
-def shard_urls(source: str | Path, cache_dir: str | None = None) -> list[str]:
+def shard_urls(
+    source: str | Path, cache_dir: str | None = None, local_only: bool = False
+) -> list[str]:
     """Shard locations listed by the manifest of ``source`` (see :func:`read_manifest`): a
     folder -> file paths; ``hf://`` -> ``hf://`` URLs, one per shard."""
-    manifest = read_manifest(source, cache_dir)
+    manifest = read_manifest(source, cache_dir, local_only)
     source = str(source)
     base = _base(source) if source.startswith("hf://") else source
     sep = "/" if source.startswith("hf://") else None
@@ -74,28 +92,33 @@ def shard_urls(source: str | Path, cache_dir: str | None = None) -> list[str]:
 
 
 def open_shards(
-    srcs: Iterable[dict[str, Any]], cache_dir: str | None = None
+    srcs: Iterable[dict[str, Any]], cache_dir: str | None = None, local_only: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Stage: {"url"} -> {"url", "stream"}; ``hf://`` shards are fetched into the HF cache first."""
+    """Stage: {"url"} -> {"url", "stream"}; ``hf://`` shards are fetched into the HF cache first
+    (``local_only``: read from the cache alone)."""
     for src in srcs:
         url = src["url"]
-        path = hf_file(url, cache_dir) if url.startswith("hf://") else url
+        path = hf_file(url, cache_dir, local_only) if url.startswith("hf://") else url
         with open(path, "rb") as stream:
             yield {**src, "stream": stream}
 
 
 def _samples(
-    srcs: Iterable[dict[str, Any]], cache_dir: str | None = None
+    srcs: Iterable[dict[str, Any]], cache_dir: str | None = None, local_only: bool = False
 ) -> Iterator[dict[str, Any]]:
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
-    return group_by_keys(tar_file_expander(open_shards(srcs, cache_dir)))
+    return group_by_keys(tar_file_expander(open_shards(srcs, cache_dir, local_only)))
 
 
-def read_samples(source: str | Path, cache_dir: str | None = None) -> Iterator[dict[str, Any]]:
+def read_samples(
+    source: str | Path, cache_dir: str | None = None, local_only: bool = False
+) -> Iterator[dict[str, Any]]:
     """Every raw sample ({"__key__", "jpg", "cls", "json"}: bytes) of the build at ``source``
-    (see :func:`shard_urls`), in the order of the manifest's shards, in this one process."""
-    return _samples(({"url": u} for u in shard_urls(source, cache_dir)), cache_dir)
+    (see :func:`shard_urls`), in the order of the manifest's shards, in this one process.
+    ``local_only``: ``hf://`` files from the local cache alone (FileNotFoundError otherwise)."""
+    urls = shard_urls(source, cache_dir, local_only)
+    return _samples(({"url": u} for u in urls), cache_dir, local_only)
 
 
 def decode(samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

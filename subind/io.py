@@ -31,16 +31,21 @@ def umask_mode(mode: int = 0o666) -> int:
 
 
 def require_writable(folder: str | os.PathLike, fix: str = "use another --out") -> None:
-    """Raise NotWritableError unless ``folder`` can be created and written to (checked with a
-    temporary file, removed at once), so that a command fails before doing any work."""
+    """Raise NotWritableError unless ``folder`` could be written to: the folder, or the nearest
+    folder above it that exists, takes a temporary file (removed at once). Nothing is created,
+    so a command that then fails on another input leaves no empty folder behind."""
     folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotWritableError(f"{folder} cannot be created: {probe} is a file; {fix}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
             pass
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise NotWritableError(f"{folder} is not writable ({reason}); {fix}") from None
+        raise NotWritableError(f"{folder} is not writable ({probe}: {reason}); {fix}") from None
 
 
 @contextmanager

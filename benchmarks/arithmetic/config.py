@@ -74,6 +74,10 @@ class Fig3Config:
         return config_digest(self, *names)
 
 
+# What may differ between runs into one output folder: which runs, and how they execute.
+FOLDER_FREE = ("layers", "sizes", "seeds", "conditions", "unmasked", "workers", "device",
+               "batch_runs")  # fmt: skip
+
 # Settings each stage's output depends on (so editing e.g. the seeds reuses the base models).
 BASE_KEYS = [
     "source_task",

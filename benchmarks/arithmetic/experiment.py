@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.arithmetic.config import PRESETS, Fig3Config, check_config
+from benchmarks.arithmetic.config import FOLDER_FREE, PRESETS, Fig3Config, check_config
 from benchmarks.arithmetic.report import table_md, write_reports
 from benchmarks.arithmetic.runs import run_fig3
 from benchmarks.arithmetic.triples import (
@@ -20,6 +20,7 @@ from benchmarks.arithmetic.triples import (
     write_triple_reports,
 )
 from benchmarks.base import COMMON_OPTIONS, ConfigError, Experiment, Option, Outcome, ints, names
+from benchmarks.harness import claim_folder
 from subind.runtime import dist_env
 from subind.subnetwork import Subnetwork
 
@@ -51,6 +52,8 @@ class ArithmeticExperiment(Experiment):
         check_config(cfg)
 
     def run(self, cfg: Fig3Config, out: Path, preset: str, progress: bool) -> Outcome | None:
+        if dist_env()[0] == 0:
+            claim_folder(out, self.name, cfg, self.free_fields)
         records, subs = run_fig3(cfg, out, progress, preset, self.name)
         if dist_env()[0] != 0:
             return None  # under torchrun, rank 0 merged the results and writes the reports
@@ -94,6 +97,8 @@ class TriplesExperiment(ArithmeticExperiment):
         return super().resolve(preset, overrides, sets)
 
     def run(self, cfg: Fig3Config, out: Path, preset: str, progress: bool) -> Outcome | None:
+        if dist_env()[0] == 0:
+            claim_folder(out, self.name, cfg, self.free_fields)
         records = run_triples(self.name, self.triples, preset, cfg, out, progress)
         if dist_env()[0] != 0:
             return None  # under torchrun, rank 0 writes the reports
@@ -111,6 +116,7 @@ FIG3 = ArithmeticExperiment(
     "quick",
     COMMON_OPTIONS + _GRID_OPTIONS + _TASK_OPTIONS,
     "table.md, fig3.png, subnetworks.md, results.jsonl",
+    free_fields=FOLDER_FREE,
 )
 
 # The paper's subnetworks (Appendix B.4): ab from a base model trained on a+ab (Section 4),
@@ -144,6 +150,7 @@ ARITHMETIC_EXPERIMENTS = (FIG3,) + tuple(
         # the task options are accepted only to say that these experiments set their own
         COMMON_OPTIONS + _GRID_OPTIONS + tuple(replace(o, hidden=True) for o in _TASK_OPTIONS),
         "one folder per triple, summary.md, results.jsonl",
+        free_fields=FOLDER_FREE,
         triples=triples,
     )  # fmt: skip
     for name, (doc, triples) in _TRIPLES.items()

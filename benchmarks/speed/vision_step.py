@@ -46,8 +46,9 @@ from benchmarks.speed.result import Field, Row, write_result
 from benchmarks.vision.config import PRESETS, Table1Config
 from benchmarks.vision.grid import plan_runs
 from benchmarks.vision.models import ARCHS, recipe_family
-from benchmarks.vision.plan import image_counts
+from benchmarks.vision.plan import image_counts, run_steps
 from benchmarks.vision.strategies import STRATEGIES
+from benchmarks.vision.training import recipe
 
 NUM_CLASSES = 16  # the 16-class head of every Table 1 model
 DTYPES = ("fp32", "bf16")
@@ -130,10 +131,28 @@ def discovery_steps_per_epoch(images: int, batch: int) -> int:
     return images // batch if images >= batch else 1
 
 
-def _model_workload(cfg: Table1Config, model: str) -> dict[str, int]:
-    """Step counts of ``model``'s runs in ``cfg``: trained runs x steps, discovery runs (one
-    per lambda, plus the random-init control) x epochs x steps per epoch."""
-    trained = [r for r in plan_runs(cfg) if r.model == model and STRATEGIES.get(r.strategy).trains]
+def _trained_runs(cfg: Table1Config, model: str) -> list[tuple[int, int]]:
+    """(steps, batch) of each trained run of ``model`` in ``cfg``, by its strategy's recipe
+    (an epoch-based recipe counts the paper lists' training images)."""
+    family, counts = _family(model), image_counts(cfg)
+    out = []
+    for r in plan_runs(cfg):
+        strat = STRATEGIES.get(r.strategy)
+        if r.model != model or not strat.trains:
+            continue
+        rec = recipe(cfg, strat.recipe, family)
+        if rec.steps is None and counts["train"] is None:
+            raise ValueError(f"the {r.strategy} recipe trains for epochs: its steps need the "
+                             "training set's size, known for selection=paper only")  # fmt: skip
+        out.append((run_steps(cfg, r.strategy, family, counts), rec.batch_size))
+    return out
+
+
+def _model_workload(cfg: Table1Config, model: str) -> dict[str, Any]:
+    """Step counts of ``model``'s runs in ``cfg``: each trained run's steps at its recipe's
+    batch, discovery runs (one per lambda, plus the random-init control) x epochs x steps per
+    epoch."""
+    runs_ = _trained_runs(cfg, model)
     images = image_counts(cfg)["discovery"]
     batch = cfg.per_family("discovery_batch_size", _family(model))
     per_run = cfg.per_family("discovery_epochs", _family(model)) * discovery_steps_per_epoch(
@@ -142,8 +161,9 @@ def _model_workload(cfg: Table1Config, model: str) -> dict[str, int]:
     runs = len(cfg.penalties) + int(cfg.random_init_control)
     return {
         "train_batch": cfg.batch_size(_family(model)),
-        "trained_runs": len(trained),
-        "train_steps": len(trained) * cfg.train_steps(_family(model)),
+        "trained_runs": len(runs_),
+        "train_steps": sum(steps for steps, _ in runs_),
+        "_train_steps_by_batch": {b: sum(s for s, bb in runs_ if bb == b) for _, b in runs_},
         "discovery_batch": batch,
         "discovery_runs": runs,
         "discovery_steps": runs * per_run,
@@ -154,14 +174,15 @@ def _model_workload(cfg: Table1Config, model: str) -> dict[str, int]:
 
 
 def projection_batches(cfg: Table1Config, gpus: int) -> dict[str, dict[int, str]]:
-    """{model: {batch: role}}: the batches :func:`project_table1` needs timed per model (the
-    training batch, its per-GPU share under DDP when it splits, the discovery batch)."""
+    """{model: {batch: role}}: the batches :func:`project_table1` needs timed per model (each
+    trained run's batch, its per-GPU share under DDP when it splits, the discovery batch)."""
     need: dict[str, dict[int, str]] = {}
     for model in cfg.models:
-        batch = cfg.batch_size(_family(model))
-        roles = {batch: "train"}
-        if batch % gpus == 0:
-            roles.setdefault(batch // gpus, f"DDP share (/{gpus})")
+        roles: dict[int, str] = {}
+        for _, batch in sorted(set(_trained_runs(cfg, model)), key=lambda t: -t[1]):
+            roles.setdefault(batch, "train")
+            if batch % gpus == 0:
+                roles.setdefault(batch // gpus, f"DDP share (/{gpus})")
         roles.setdefault(cfg.per_family("discovery_batch_size", _family(model)), "discovery")
         need[model] = roles
     return need
@@ -199,7 +220,8 @@ def project_table1(
     after = 0.0  # discoveries run once the dealt ones are done (one GPU)
     for model in cfg.models:
         w = _model_workload(cfg, model)
-        train = w["train_steps"] * _step_s(step_s, model, w["train_batch"])
+        by_batch = w["_train_steps_by_batch"]
+        train = sum(n * _step_s(step_s, model, b) for b, n in by_batch.items())
         disc_step = _step_s(step_s, model, w["discovery_batch"]) * assume.mask_step_factor
         disc = w["discovery_steps"] * disc_step
         one = disc / max(w["discovery_runs"], 1)
@@ -207,8 +229,8 @@ def project_table1(
         after += one * (w["discovery_runs"] - w["discovery_dealt"])
         share = w["train_batch"] // assume.gpus
         ddp_train = None
-        if w["train_batch"] % assume.gpus == 0 and (model, share) in step_s:
-            ddp_train = w["train_steps"] * step_s[(model, share)]
+        if all(b % assume.gpus == 0 and (model, b // assume.gpus) in step_s for b in by_batch):
+            ddp_train = sum(n * step_s[(model, b // assume.gpus)] for b, n in by_batch.items())
         ddp_s = None if ddp_s is None or ddp_train is None else ddp_s + ddp_train
         models[model] = {**w, "train_hours": train / 3600, "discovery_hours": disc / 3600,
                          "ddp_batch_per_gpu": share,
@@ -217,13 +239,15 @@ def project_table1(
     one_gpu_s = discovery_s + 3600 * sum(m["train_hours"] for m in models.values())
     gpus_discovery_s = max(sum(dealt[k :: assume.gpus]) for k in range(assume.gpus)) + after
 
+    counts = image_counts(cfg)
+
     def run_s(run) -> float:
-        if not STRATEGIES.get(run.strategy).trains:
+        strat = STRATEGIES.get(run.strategy)
+        if not strat.trains:
             return 0.0
-        return (
-            cfg.train_steps(_family(run.model))
-            * step_s[(run.model, cfg.batch_size(_family(run.model)))]
-        )
+        family = _family(run.model)
+        batch = recipe(cfg, strat.recipe, family).batch_size
+        return run_steps(cfg, run.strategy, family, counts) * step_s[(run.model, batch)]
 
     plan = plan_runs(cfg)
     ranks = [sum(run_s(r) for r in plan[k :: assume.gpus]) for k in range(assume.gpus)]
@@ -514,7 +538,8 @@ def projection_rows(projections: list[dict[str, Any]]) -> list[Row]:
         for model, w in p.get("models", {}).items():
             hours = {k: Field(v, "h") for k, v in w.items() if k.endswith("_hours")}
             hours["hours"] = Field(w["train_hours"] + w["discovery_hours"], "h")
-            counts = {k: Field(v, _UNITS[k]) for k, v in w.items() if not k.endswith("_hours")}
+            counts = {k: Field(v, _UNITS[k]) for k, v in w.items()
+                      if not k.endswith("_hours") and not k.startswith("_")}  # fmt: skip
             fields = ident | {"model": Field(model)} | counts | hours
             rows.append(Row(f"{head} {model}", "projection_model", fields))
     return rows

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from benchmarks.base import ConfigError, check_names
-from benchmarks.harness import StageError
-from benchmarks.vision.config import CHOICES, Table1Config
+from benchmarks.harness import StageError, folder_problem
+from benchmarks.vision.config import CHOICES, FOLDER_FREE, Table1Config
 from benchmarks.vision.cue_conflict import SCORINGS, scan_cue_conflict
 from benchmarks.vision.data import RELEASED_SIZE, split_items
 from benchmarks.vision.evaluate import averaging_of, eval_items
@@ -45,6 +45,8 @@ from subind.train import AMP_MODES
 from subind.transfer import UNMASKED_MODES
 
 POOLED_SUBSETS = ("discovery", "evaluation", "val")
+# Past this share of a paper list missing (--allow-missing), the run is not the paper's: warned.
+MISSING_WARN_SHARE = 0.05
 
 
 # ------------------------------------------------------------------------------ the config
@@ -163,6 +165,15 @@ class Check:
     ok: bool
     detail: str
     record: dict[str, Any] | None = None  # what the run records of it (counts, missing files)
+    warning: str | None = None  # fine to go on, but the numbers may mean little: said loudly
+
+    @property
+    def status(self) -> str:
+        return "FAIL" if not self.ok else "WARN" if self.warning else "ok"
+
+    def line(self) -> str:
+        """One line for the plan and the run's log."""
+        return f"{self.what}: {self.detail}" + (f" WARNING: {self.warning}" if self.warning else "")
 
 
 def _check_imagenet(cfg: Table1Config, resolver: Resolver) -> tuple[Check, dict | None]:
@@ -175,23 +186,32 @@ def _check_imagenet(cfg: Table1Config, resolver: Resolver) -> tuple[Check, dict 
               "evaluation": len(evaluation), "val": len(val)}  # fmt: skip
     text = ", ".join(f"{k} {v:,}" for k, v in counts.items())
     missing_all = missing_record(index, index_config(cfg))
-    missing = missing_all.get("train")
-    if missing and missing["count"]:
-        text += (f"; {missing['count']:,} of the {missing['listed']:,} listed training images "
-                 "missing (--allow-missing: recorded)")  # fmt: skip
+    lacking = {name: m for name, m in missing_all.items() if m["count"]}
+    if lacking:
+        text += "; missing (--allow-missing: recorded): " + ", ".join(
+            f"{m['count']:,} of the {m['listed']:,} listed {name} images"
+            for name, m in lacking.items()
+        )
+    shares = {name: m["count"] / m["listed"] for name, m in lacking.items() if m["listed"]}
+    worst = max(shares, key=shares.get, default=None)
+    warning = None
+    if worst is not None and shares[worst] > MISSING_WARN_SHARE:
+        warning = (f"{shares[worst]:.2%} of the {worst} list is missing: the run would not be "
+                   "the paper's experiment, and its numbers would say little about it")  # fmt: skip
     wnids = {it.wnid for it in index["evaluation"]}
     evaluated = len(eval_items(cfg.eval_set, val, wnids))
     text += (f"; Table 1's original and pooled columns: the same {evaluated:,} validation images "
              f"(eval_set {cfg.eval_set}, accuracy averaged over {averaging_of(cfg.eval_set)})")  # fmt: skip
     counts["evaluated"] = evaluated
     record = {"counts": counts, "selection": cfg.selection, "missing": missing_all}
-    return Check("ImageNet tree", True, f"{cfg.imagenet_dir}: {text}", record), index
+    return Check("ImageNet tree", True, f"{cfg.imagenet_dir}: {text}", record, warning), index
 
 
 def _manifest(pooled: str, subset: str) -> dict[str, Any]:
     """The manifest of one pooled build (a folder, or hf:// read from the local cache)."""
     if pooled.startswith("hf://"):
-        return json.loads(Path(hf_file(f"{pooled.rstrip('/')}/{subset}/manifest.json")).read_text())
+        url = f"{pooled.rstrip('/')}/{subset}/manifest.json"
+        return json.loads(Path(hf_file(url, local_only=True)).read_text())
     path = Path(pooled) / subset / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(
@@ -275,7 +295,11 @@ def _check_output(cfg: Table1Config, archs: dict[str, VisionArch], out: Path) ->
         require_writable(out)
     except NotWritableError as e:
         return [Check("output folder", False, str(e))]
-    free = shutil.disk_usage(out).free
+    taken = folder_problem(out, "table1", cfg, FOLDER_FREE)
+    if taken:
+        return [Check("output folder", False, taken)]
+    existing = next(p for p in (out, *out.parents) if p.exists())  # --plan creates nothing
+    free = shutil.disk_usage(existing).free
     need = disk_needed(cfg, archs)
     ok = free >= need
     detail = f"{free / 2**30:,.1f} GiB free, about {need / 2**30:,.1f} GiB needed"

@@ -30,15 +30,16 @@ from subind.provenance import provenance
 
 
 def _fmt(x) -> str:
-    return "-" if x is None else f"{x:.3f}"
+    """A fraction as percent with one decimal, as every table of the project prints it."""
+    return "-" if x is None else f"{100 * x:.1f}"
 
 
 def _cue_table(rows: list[tuple[str, dict]], same_class: str, count_key: str) -> str:
     """Markdown table of cue-conflict metrics, one row per (label, metrics); ``same_class``
     ("left out" / "included") titles the column of ``metrics[count_key]``."""
     lines = [
-        f"| responses | n | same-class {same_class} | missing | accuracy | robustness | "
-        "shape bias |",
+        f"| responses | n | same-class {same_class} | missing | accuracy % | robustness % | "
+        "shape bias % |",
         "|---|---|---|---|---|---|---|",
     ]
     for label, m in rows:
@@ -106,9 +107,18 @@ def score_group() -> None:
     default=None,
     help="also write the metrics (with provenance) to this JSON file",
 )
-@click.option("--cue-conflict-scoring", "headline", default="standard", show_default=True,
-              callback=_scoring_option, help=_SCORING_HELP)  # fmt: skip
-def score_cue_conflict_cmd(responses, more, json_out, headline) -> None:
+@click.option(
+    "--cue-conflict-scoring",
+    "headline",
+    default="standard",
+    show_default=True,
+    callback=_scoring_option,
+    help=_SCORING_HELP,
+)
+@click.option("--unknown-as-missing", is_flag=True, default=False,
+              help="score answers that are not one of the 16 category names as missing (na) "
+                   "instead of refusing them")  # fmt: skip
+def score_cue_conflict_cmd(responses, more, json_out, headline, unknown_as_missing) -> None:
     """Cue-conflict accuracy, robustness and shape bias of each responses file and of all rows
     pooled, under both scorings (the one chosen first). Standard: same-class stimuli left out;
     released: every stimulus, a same-class one never a texture decision. `na` responses count as
@@ -117,11 +127,15 @@ def score_cue_conflict_cmd(responses, more, json_out, headline) -> None:
     if not paths:
         raise click.UsageError("give at least one file: --responses FILE.csv [FILE.csv ...]")
     try:
-        scores = score_files(paths)
+        scores = score_files(paths, unknown_as_missing)
     except CueConflictError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     click.echo("\n".join(_scored_tables(scores, paths, headline)))
+    unknown = sum(scores["unknown_answers_as_missing"].values())
+    if unknown:
+        click.echo(f"{unknown} answers that are not one of the 16 category names were scored as "
+                   "missing (--unknown-as-missing)")  # fmt: skip
     if json_out:
         write_json_atomic(
             json_out, {**scores, "cue_conflict_scoring": headline.name, "provenance": provenance()}
@@ -149,7 +163,7 @@ def _evaluate_summary(result: dict, tag: str, headline) -> str:
     cue = result[headline.key]
     lines = [
         f"cue-conflict: {headline.name} scoring (same-class stimuli {headline.same_class})",
-        "| model | original | pooled | cue-conflict accuracy | robustness | shape bias |",
+        "| model | original % | pooled % | cue-conflict accuracy % | robustness % | shape bias % |",
         "|---|---|---|---|---|---|",
         f"| {tag} | {_fmt(result['original_accuracy'])} | {_fmt(result['pooled_accuracy'])} | "
         f"{_fmt(cue['accuracy'])} | {_fmt(cue['robustness'])} | {_fmt(cue['shape_bias'])} |",
@@ -160,8 +174,8 @@ def _evaluate_summary(result: dict, tag: str, headline) -> str:
             m = result[sc.key]
             lines.append(
                 f"{name} scoring (same-class stimuli {sc.same_class}): accuracy "
-                f"{_fmt(m['accuracy'])}, robustness {_fmt(m['robustness'])}, shape bias "
-                f"{_fmt(m['shape_bias'])}"
+                f"{_fmt(m['accuracy'])}%, robustness {_fmt(m['robustness'])}%, shape bias "
+                f"{_fmt(m['shape_bias'])}%"
             )
     return "\n".join(lines)
 
@@ -231,13 +245,13 @@ def evaluate_cmd(imagenet_dir, val_labels, pooled, cue_conflict_dir, decision_ma
     cue_conflict_dir, out = Path(cue_conflict_dir), Path(out)
     imagenet_dir = None if imagenet_dir is None else Path(imagenet_dir)
     try:
-        stimuli = scan_cue_conflict(cue_conflict_dir)  # before any work: a bad folder is one line
+        require_writable(out)  # before any work, as every input below
+        stimuli = scan_cue_conflict(cue_conflict_dir)
         pretrained, mapping = _model_and_mapping(arch_for(arch), weights, decision_mapping)
         spec, classes, tag = pretrained.arch, pretrained.classes, tag or pretrained.source.tag
         images = None
         if imagenet_dir is not None or pooled is not None:
             images = eval_images_of_tree(eval_set, imagenet_dir, val_labels, pooled)
-        require_writable(out)
         click.echo(same_class_note(stimuli))
         start = time.perf_counter()
         result = evaluate_model(

@@ -210,6 +210,11 @@ class Table1Config:
 WEIGHTS_OPTION = {"resnet": "--weights-resnet18", "vit": "--weights-vit"}
 
 
+# What may differ between runs into one output folder: which runs, and how they execute.
+FOLDER_FREE = ("models", "strategies", "seeds", "unmasked", "device", "loader_workers",
+               "eval_batch_size", "distributed", "sync_batchnorm", "dist_timeout_s",
+               "cue_conflict_scoring")  # fmt: skip
+
 _INPUT_KEYS = ["imagenet_dir", "val_labels", "pooled", "world", "world_seed", "allow_missing"]
 PRETRAIN_KEYS = _INPUT_KEYS + ["pretrain_epochs", "pretrain_lr", "pretrain_batch_size"]
 ADAPT_KEYS = PRETRAIN_KEYS + [

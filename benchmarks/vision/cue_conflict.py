@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,22 +255,51 @@ def read_responses_csv(path: str | Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-def response_rows(records: Iterable[dict[str, str]]) -> list[tuple[str, str, str | None]]:
-    """(shape, texture, response) per CSV row: shape = ``category``, texture parsed from
-    ``imagename``, response None where ``object_response`` is "na" (or empty / NaN)."""
-    rows = []
+def _rows(records: Iterable[dict[str, str]]) -> tuple[list[Row], Counter[str]]:
+    """(shape, texture, response) rows, and the answers that are not one of the 16 category
+    names (counted; their rows answer None)."""
+    classes = set(sixteen_classes()[0])
+    rows: list[Row] = []
+    unknown: Counter[str] = Counter()
     for r in records:
         _, texture = parse_stimulus_name(r["imagename"])
-        resp = r["object_response"].strip()
-        rows.append((r["category"].strip(), texture, None if resp.lower() in MISSING else resp))
+        resp: str | None = r["object_response"].strip()
+        if resp.lower() in MISSING:
+            resp = None
+        elif resp not in classes:
+            unknown[resp] += 1
+            resp = None
+        rows.append((r["category"].strip(), texture, resp))
+    return rows, unknown
+
+
+def response_rows(
+    records: Iterable[dict[str, str]], unknown_as_missing: bool = False, where: str = "responses"
+) -> list[Row]:
+    """(shape, texture, response) per CSV row: shape = ``category``, texture parsed from
+    ``imagename``, response None where ``object_response`` is "na" (or empty / NaN).
+
+    A response that is not one of the 16 category names (e.g. "Airplane", a label of the
+    user's own) would count as neither shape nor texture, silently: CueConflictError saying how
+    many and which, unless ``unknown_as_missing`` (then they are scored as missing)."""
+    rows, unknown = _rows(records)
+    if unknown and not unknown_as_missing:
+        examples = ", ".join(f"{a!r} x{n}" for a, n in unknown.most_common(3))
+        raise CueConflictError(
+            f"{where}: {sum(unknown.values())} of {len(rows)} answers are not one of the 16 "
+            f"category names (e.g. {examples}); answer with the lower-case names (airplane, "
+            "bear, ...), or pass --unknown-as-missing to score them as missing (na)"
+        )
     return rows
 
 
-def score_files(paths: Sequence[str | Path]) -> dict[str, Any]:
+def score_files(paths: Sequence[str | Path], unknown_as_missing: bool = False) -> dict[str, Any]:
     """{"files": {path: metrics}, "pooled": metrics over the rows of all files} under the
     standard scoring, and the same under every other scoring by its name, e.g.
-    {"released": {"files": ..., "pooled": ...}}."""
-    rows = {str(p): response_rows(read_responses_csv(p)) for p in paths}
+    {"released": {"files": ..., "pooled": ...}}. ``unknown_as_missing``: see
+    :func:`response_rows`."""
+    rows = {str(p): response_rows(read_responses_csv(p), unknown_as_missing, str(p)) for p in paths}
+    unknown = {str(p): sum(_rows(read_responses_csv(p))[1].values()) for p in paths}
     everything = [row for file_rows in rows.values() for row in file_rows]
     scored = {
         name: {
@@ -278,4 +308,4 @@ def score_files(paths: Sequence[str | Path]) -> dict[str, Any]:
         }
         for name in SCORINGS
     }
-    return {**scored.pop("standard"), **scored}
+    return {**scored.pop("standard"), **scored, "unknown_answers_as_missing": unknown}

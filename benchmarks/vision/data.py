@@ -222,7 +222,8 @@ class PooledImages(Dataset):
         self._jpgs: list[bytes] = []
         self.labels: list[int] = []
         self.sources: list[str] = []
-        for s in read_samples(folder, cache_dir):
+        # the local cache only: nothing downloads behind the user's back
+        for s in read_samples(folder, cache_dir, local_only=True):
             self._jpgs.append(s["jpg"])
             self.labels.append(int(s["cls"]))
             self.sources.append(json.loads(s["json"])["source"])

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from benchmarks.vision.cue_conflict import (
@@ -110,18 +112,28 @@ def accuracy(
     device: torch.device,
     batch_size: int,
     workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> float:
     """Top-1 accuracy of a 16-class model on ``dataset`` (items (image tensor, label)); the
-    model is evaluated in eval mode and left in the mode it was in."""
+    model is evaluated in eval mode and left in the mode it was in. With ``world`` > 1 (DDP
+    training: every rank holds the same model), rank r evaluates items r, r + world, ... and the
+    counts are summed over the ranks (``torch.distributed.all_reduce``), so each rank evaluates
+    its share and every rank gets the whole set's accuracy."""
     was_training = model.training
     model.eval()
-    correct = total = 0
+    if world > 1:
+        dataset = Subset(dataset, range(rank, len(dataset), world))
+    counts = torch.zeros(2, dtype=torch.long)  # correct, total
     for x, y in in_order(dataset, batch_size, workers):
         pred = model(x.to(device)).argmax(1).cpu()
-        correct += int((pred == y).sum())
-        total += len(y)
+        counts += torch.tensor([int((pred == y).sum()), len(y)])
+    if world > 1:
+        counts = counts.to(device)
+        dist.all_reduce(counts)
+        counts = counts.cpu()
     model.train(was_training)
-    return correct / max(total, 1)
+    return int(counts[0]) / max(int(counts[1]), 1)
 
 
 @torch.inference_mode()

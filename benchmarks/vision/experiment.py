@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.base import COMMON_OPTIONS, ConfigError, Experiment, Option, Outcome, names
-from benchmarks.vision.config import PRESETS, REAL_DATA_FIELDS, Table1Config
+from benchmarks.vision.config import FOLDER_FREE, PRESETS, REAL_DATA_FIELDS, Table1Config
 from subind.runtime import dist_env
 
 
@@ -145,4 +145,5 @@ TABLE1 = VisionExperiment(
         Option("--strategies", "strategies", "comma-separated; see `subind-bench ls`", names),
     ),
     "table1.md, table1.csv, table2.md, per_class.md, fig5.png, responses/",
+    free_fields=FOLDER_FREE,
 )

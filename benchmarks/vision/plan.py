@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from benchmarks.vision.checks import check_inputs
 from benchmarks.vision.config import Table1Config
 from benchmarks.vision.fidelity import fidelity_rows
@@ -66,6 +69,64 @@ def projected_steps(
     return out
 
 
+# The guide's assumptions (docs/reproduce-table1.md), not measurements: bf16 at ~35% of an
+# H100/H200's dense peak, and JPEG decoding + augmentation at ~4,000 images/s per GPU (about 16
+# CPU cores); a stage takes the longer of the two. A discovery step costs ~1.3 plain steps.
+ASSUMED_FLOPS_PER_S = 280e12
+ASSUMED_IMAGES_PER_S = 4_000
+MASK_STEP_FACTOR = 1.3
+CUE_CONFLICT_STIMULI = 1_280
+
+
+def forward_flops(arch: VisionArch) -> float:
+    """FLOPs of one image's forward pass (``torch.utils.flop_counter``: a multiply-add counts 2),
+    counted on the meta device (no memory, no arithmetic)."""
+    with torch.device("meta"):
+        model = arch.build(16)
+        x = torch.zeros(1, 3, arch.image_size, arch.image_size)
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    return float(counter.get_total_flops())
+
+
+def projected_hours(
+    cfg: Table1Config, counts: dict[str, int], archs: dict[str, VisionArch]
+) -> dict[str, dict[str, float]]:
+    """GPU-hours per stage and model on one GPU under the guide's assumptions: each stage's
+    images (a training image costs 3 forward passes, a discovery one 1.3 x that), at the slower
+    of ``ASSUMED_IMAGES_PER_S`` and ``ASSUMED_FLOPS_PER_S``."""
+    out: dict[str, dict[str, float]] = {}
+    families = {m: recipe_family(a) for m, a in archs.items()}
+    steps = projected_steps(cfg, counts, families)
+    for model, arch in archs.items():
+        family, fwd = families[model], forward_flops(arch)
+
+        def hours(images: float, flops_per_image: float) -> float:
+            return max(images / ASSUMED_IMAGES_PER_S,
+                       images * flops_per_image / ASSUMED_FLOPS_PER_S) / 3600  # fmt: skip
+
+        s = steps[model]
+        batch = cfg.per_family("adapt_batch_size", family)
+        disc_batch = cfg.per_family("discovery_batch_size", family)
+        trained = [r for r in plan_runs(cfg)
+                   if r.model == model and STRATEGIES.get(r.strategy).trains]  # fmt: skip
+        transfer_images = sum(run_steps(cfg, r.strategy, family, counts)
+                              * recipe(cfg, STRATEGIES.get(r.strategy).recipe, family).batch_size
+                              for r in trained)  # fmt: skip
+        runs = [r for r in plan_runs(cfg) if r.model == model]
+        curve_images = sum(2 * counts["evaluation"] * (run_steps(cfg, r.strategy, family, counts)
+                                                       // max(cfg.eval_every, 1))
+                           for r in trained)  # fmt: skip
+        eval_images = len(runs) * (2 * counts.get("evaluated", 0) + CUE_CONFLICT_STIMULI)
+        out[model] = {
+            "adaptation": hours(s["adaptation"] * batch, 3 * fwd),
+            "discovery": hours(s["discovery"] * disc_batch, 3 * MASK_STEP_FACTOR * fwd),
+            "transfer": hours(transfer_images, 3 * fwd),
+            "evaluation": hours(curve_images + eval_images, fwd),
+        }
+    return out
+
+
 def _runs_table(cfg: Table1Config) -> list[str]:
     lines = ["| model | strategy | unmasked | seeds | trains |", "|---|---|---|---|---|"]
     groups: dict[tuple[str, str, str], list[int]] = {}
@@ -83,7 +144,7 @@ def plan_text(cfg: Table1Config, out: Path, preset: str) -> tuple[str, bool]:
     archs: dict[str, VisionArch] = resolve_archs(cfg)
     checks = check_inputs(cfg, out, archs)
     lines = [f"# Plan: table1, preset {preset}, outputs in {out}/", "", "## Inputs", ""]
-    lines += [f"- [{'ok' if c.ok else 'FAIL'}] {c.what}: {c.detail}" for c in checks]
+    lines += [f"- [{c.status}] {c.line()}" for c in checks]
     counts = None
     if cfg.world is None:
         # the counts the ImageNet check found (indexing the tree again would walk it twice)
@@ -91,7 +152,8 @@ def plan_text(cfg: Table1Config, out: Path, preset: str) -> tuple[str, bool]:
         if tree is not None and tree.record is not None:
             found = tree.record["counts"]
             counts = {"train": found["train (minus evaluation)"],
-                      "discovery": found["discovery"], "evaluation": found["evaluation"]}  # fmt: skip
+                      "discovery": found["discovery"], "evaluation": found["evaluation"],
+                      "evaluated": found.get("evaluated", found["val"])}  # fmt: skip
     else:
         lines.append(f"- the synthetic world {cfg.world!r} is generated under {out}/world")
     lines += ["", "## Runs", ""] + _runs_table(cfg)
@@ -111,6 +173,20 @@ def plan_text(cfg: Table1Config, out: Path, preset: str) -> tuple[str, bool]:
         for model, s in projected_steps(cfg, counts, families).items():
             lines.append(f"| {model} | {s['adaptation']:,} | {s['discovery']:,} | "
                          f"{s['transfer runs']} | {s['transfer']:,} |")  # fmt: skip
+        lines += ["", "## Projected GPU-hours (the guide's assumptions, not a measurement)", "",
+                  f"One GPU at the slower of {ASSUMED_IMAGES_PER_S:,} images/s and "
+                  f"{ASSUMED_FLOPS_PER_S / 1e12:.0f} TFLOP/s (docs/reproduce-table1.md; "
+                  "`tools/gpu_check.sh` measures a GPU's). With N GPUs the discoveries are "
+                  "dealt and each run's batch is split: about the total / N when data "
+                  "loading keeps up.", "",
+                  "| model | adaptation | discovery | transfer | evaluation | total |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        total = 0.0
+        for model, h in projected_hours(cfg, counts, archs).items():
+            total += sum(h.values())
+            lines.append(f"| {model} | " + " | ".join(f"{v:,.2f} h" for v in h.values())
+                         + f" | {sum(h.values()):,.2f} h |")  # fmt: skip
+        lines.append(f"| all models | | | | | {total:,.2f} h |")
     failed = [c for c in checks if not c.ok]
     lines += [
         "",

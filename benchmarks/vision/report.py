@@ -112,9 +112,29 @@ def _control_label(strategy: str, unmasked: str) -> str:
     return strategy if mode == "-" else f"{strategy} ({mode})"
 
 
-def _rows_md(records: list[dict[str, Any]], columns: list) -> list[str]:
+# The paper's Table 1 (percent; cue-conflict under its released scoring): (model, strategy) ->
+# original, pooled, cue-conflict accuracy, robustness. Only the paper's two models have them.
+PAPER_TABLE1: dict[tuple[str, str], tuple[float, float, float, float]] = {
+    ("resnet18", "subtask-induction"): (80.7, 55.6, 27.1, 77.4),
+    ("resnet18", "scratch"): (68.9, 24.7, 15.9, 75.3),
+    ("resnet18", "data-mixture"): (91.9, 38.3, 18.9, 55.3),
+    ("resnet18", "linear-ft"): (95.4, 36.8, 18.9, 56.0),
+    ("vit_b_16", "subtask-induction"): (83.4, 66.0, 20.0, 72.1),
+    ("vit_b_16", "scratch"): (58.4, 23.4, 12.1, 70.3),
+    ("vit_b_16", "data-mixture"): (84.3, 35.1, 15.0, 64.7),
+    ("vit_b_16", "linear-ft"): (97.1, 57.3, 28.5, 73.8),
+}
+# The paper's Table 2: model -> (% of parameters kept, pooled accuracy of the original model,
+# of the subnetwork).
+PAPER_TABLE2 = {"resnet18": (14.9, 36.8, 73.8), "vit_b_16": (14.6, 57.3, 76.1)}
+
+
+def _rows_md(
+    records: list[dict[str, Any]], columns: list, paper: dict[tuple[str, str], tuple] | None = None
+) -> list[str]:
     """Header and one row per model x strategy x unmasked mode: runs, train set size, then
-    ``columns`` (percent; mean +- std over seeds)."""
+    ``columns`` (percent; mean +- std over seeds), each followed by ``[the paper's value]``
+    where ``paper`` has the row (its values in the order of ``columns``)."""
     lines = [
         "| model | strategy | unmasked | runs | train images | "
         + " | ".join(c for c, _ in columns)
@@ -123,6 +143,9 @@ def _rows_md(records: list[dict[str, Any]], columns: list) -> list[str]:
     ]
     for (model, strategy, unmasked), runs in _groups(records).items():
         cells = [_cell([get(r) for r in runs]) for _, get in columns]
+        theirs = (paper or {}).get((model, strategy))
+        if theirs:
+            cells = [f"{c} [{v:.1f}]" for c, v in zip(cells, theirs, strict=False)]
         lines.append(
             f"| {model} | {strategy} | {_unmasked(strategy, unmasked)} | {len(runs)} | "
             f"{_train_size(runs)} | " + " | ".join(cells) + " |"
@@ -157,8 +180,12 @@ def table1_md(records: list[dict[str, Any]], title: str, data: str = "") -> str:
         "strategy transfers no subnetwork.",
         "",
     ]
+    paper = {k: v[:2] for k, v in PAPER_TABLE1.items()}  # its cue-conflict: the released scoring
+    if any((r["model"], r["strategy"]) in paper for r in records):
+        lines += ["[In brackets: the paper's Table 1, original and pooled; its cue-conflict "
+                  "numbers are beside the released scoring's table below.]", ""]  # fmt: skip
     return "\n".join(lines + _evaluated(records) + _empty_notes(records)
-                     + _rows_md(records, _COLUMNS)) + "\n"  # fmt: skip
+                     + _rows_md(records, _COLUMNS, paper)) + "\n"  # fmt: skip
 
 
 def _evaluated(records: list[dict[str, Any]]) -> list[str]:
@@ -192,7 +219,9 @@ def released_md(records: list[dict[str, Any]]) -> str:
         "texture decisions); see docs/cue-conflict-scoring.md.",
         "",
     ]
-    return "\n".join(lines + _rows_md(records, _RELEASED_COLUMNS)) + "\n"
+    if any((r["model"], r["strategy"]) in PAPER_TABLE1 for r in records):
+        lines += ["[In brackets: the paper's Table 1.]", ""]
+    return "\n".join(lines + _rows_md(records, _RELEASED_COLUMNS, PAPER_TABLE1)) + "\n"
 
 
 def table1_csv(records: list[dict[str, Any]]) -> str:
@@ -311,6 +340,11 @@ def table2_md(rows: list[dict[str, Any]]) -> str:
             f"{pct(r['pooled_whole_model'])} | {pct(r['pooled_subnetwork'])} | "
             f"{r['best_epoch']} | {'yes' if r['selected'] else ''} |"
         )
+    for model in dict.fromkeys(r["model"] for r in rows):
+        if model in PAPER_TABLE2:
+            kept, whole, sub = PAPER_TABLE2[model]
+            lines.append(f"| {model} | the paper's Table 2 | - | {kept:.1f}% of all parameters "
+                         f"| {whole:.1f}% | {sub:.1f}% | - | - |")  # fmt: skip
     warnings = [w for r in rows for w in r.get("warnings", [])]
     if warnings:
         lines += ["", "**Warnings** (the run went on: require_subnetwork_gain=false):", ""]
@@ -344,47 +378,83 @@ def per_class_md(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _curves(runs: list[dict[str, Any]]) -> tuple[list[int], dict[str, list[float]]]:
+    """(steps, {"original": ys, "pooled": ys}) of one row's runs: percent, mean over seeds."""
+    steps = [p["step"] for p in runs[0]["curve"]]
+    ys = {
+        metric: [
+            100 * statistics.fmean(r["curve"][i][metric] for r in runs if len(r["curve"]) > i)
+            for i in range(len(steps))
+        ]
+        for metric in ("original", "pooled")
+    }
+    return steps, ys
+
+
+def fig5_lines(
+    records: list[dict[str, Any]], model: str
+) -> list[tuple[list[int], dict[str, list[float]], list[str]]]:
+    """The lines of one model's column of Figure 5: (steps, {"original", "pooled": percent},
+    the labels of every row with exactly these curves), in table order."""
+    drawn: dict[str, tuple[list[int], dict[str, list[float]], list[str]]] = {}
+    mine = [r for r in records if r.get("curve") and r["model"] == model]
+    for (_, strategy, unmasked), runs in _groups(mine).items():
+        steps, ys = _curves(runs)
+        key = repr((steps, [round(v, 9) for m in ys.values() for v in m]))
+        drawn.setdefault(key, (steps, ys, []))[2].append(_control_label(strategy, unmasked))
+    return list(drawn.values())
+
+
 def fig5(records: list[dict[str, Any]], path: Path, title: str = "") -> None:
-    """Figure 5: original (top) and pooled (bottom) evaluation accuracy against training steps,
-    mean over seeds, one column per model; every trained strategy, subtask induction and scratch
-    drawn solid. The title says ``title`` (the run), the seeds and the evaluation set."""
+    """Figure 5: original (top) and pooled (bottom) evaluation accuracy (percent) against
+    training steps, mean over seeds, one column per model; subtask induction and scratch drawn
+    solid, every other trained strategy dashed, each with its own marker. Rows whose curves are
+    identical (e.g. the transfers of an empty subnetwork) are drawn once, labelled together. The
+    title says ``title`` (the run), the seeds and the evaluation set."""
     import matplotlib  # heavy (a second at start-up): only when a figure is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     trained = [r for r in records if r.get("curve")]
     models = sorted({r["model"] for r in trained})
     if not models:
         return
-    fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models) + 3, 7), squeeze=False)
+    fig, axes = plt.subplots(2, len(models), figsize=(5 * len(models) + 4, 7), squeeze=False)
+    markers = "osD^v<>ph*"
     for col, model in enumerate(models):
-        groups = _groups([r for r in trained if r["model"] == model])
-        for (_, strategy, unmasked), runs in groups.items():
-            steps = [p["step"] for p in runs[0]["curve"]]
-            style = "-" if strategy in ("subtask-induction", "scratch") else "--"
+        drawn: dict[str, tuple[list[int], dict[str, list[float]], list[str]]] = {}
+        for (_, strategy, unmasked), runs in _groups(
+            [r for r in trained if r["model"] == model]
+        ).items():
+            steps, ys = _curves(runs)
+            key = repr((steps, [round(v, 9) for m in ys.values() for v in m]))
+            label = _control_label(strategy, unmasked)
+            drawn.setdefault(key, (steps, ys, []))[2].append(label)
+        for i, (steps, ys, labels) in enumerate(drawn.values()):
+            solid = any(lab.startswith(("subtask-induction", "scratch")) for lab in labels)
             for row, metric in enumerate(("original", "pooled")):
-                ys = [
-                    statistics.fmean(r["curve"][i][metric] for r in runs if len(r["curve"]) > i)
-                    for i in range(len(steps))
-                ]
-                axes[row][col].plot(steps, ys, style, label=f"{strategy} ({unmasked})")
+                axes[row][col].plot(steps, ys[metric], "-" if solid else "--",
+                                    marker=markers[i % len(markers)], markersize=4,
+                                    label=" = ".join(labels))  # fmt: skip
         for row, metric in enumerate(("original", "pooled")):
             ax = axes[row][col]
             ax.set_title(f"{model}: {metric} evaluation images")
             ax.set_xlabel("training step")
-            ax.set_ylabel("accuracy")
+            ax.set_ylabel("accuracy (%)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8)
+        handles, labels = axes[0][col].get_legend_handles_labels()
+        axes[0][col].legend(handles, labels, fontsize=7, loc="best")
     seeds = sorted({r["seed"] for r in trained})
     fig.suptitle(
         f"Figure 5: {title or 'Table 1 runs'}\nmean over {len(seeds)} seed(s) "
         f"({', '.join(map(str, seeds))}); accuracy on the evaluation images (model selection "
-        "set): originals and their mean-pooled versions",
+        "set): originals and their mean-pooled versions; identical curves share a line",
         fontsize=9,
     )
-    fig.tight_layout(rect=(0, 0, 0.8, 0.93))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     write_with_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 

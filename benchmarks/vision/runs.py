@@ -30,9 +30,18 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from benchmarks.harness import Sync, deal, execute, one_at_a_time, rank0_first, write_config
+from benchmarks.harness import (
+    Sync,
+    claim_folder,
+    deal,
+    execute,
+    one_at_a_time,
+    rank0_first,
+    write_config,
+)
 from benchmarks.vision.checks import check_config, require_inputs
-from benchmarks.vision.config import RUN_KEYS, Table1Config
+from benchmarks.vision.config import FOLDER_FREE, RUN_KEYS, Table1Config
+from benchmarks.vision.cue_conflict import same_class_note, scan_cue_conflict
 from benchmarks.vision.data import ImageSets, training_set, transfer_transforms
 from benchmarks.vision.evaluate import EvalConfig, evaluate_model
 from benchmarks.vision.grid import Run, plan_runs
@@ -241,14 +250,17 @@ def run_table1(
     resolver = None
     if rank == 0:  # every input, before the first training step; printed and recorded
         resolver = user_resolver(cfg, archs)
-        checks = require_inputs(cfg, out, archs, resolver)
+        checks = require_inputs(cfg, out, archs, resolver)  # checks the folder's claim too
+        claim_folder(out, EXPERIMENT, cfg, FOLDER_FREE)
         for c in checks:
-            print(f"input: {c.what}: {c.detail}", flush=True)
+            print(f"{'warning' if c.warning else 'input'}: {c.line()}", flush=True)
         write_json_atomic(out / "inputs.json", [dataclasses.asdict(c) for c in checks])
     sync.wait("inputs checked")
     inputs = resolve_inputs(cfg, out, sync, progress, resolver, archs)
     if rank == 0:
         write_config(out, EXPERIMENT, preset, cfg)
+        if inputs.sources.cue_conflict_dir is not None:  # said once, not once per model
+            print(same_class_note(scan_cue_conflict(inputs.sources.cue_conflict_dir)), flush=True)
     stages = prepare(cfg, inputs, sync, out, progress)
     ddp = cfg.distributed == "ddp"
     records = execute(

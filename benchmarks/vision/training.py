@@ -141,10 +141,11 @@ def train_run(
     select = data.evaluation if r.select_on == "evaluation" else data.val
 
     def evaluate(m: nn.Module) -> dict[str, float]:
+        # under DDP each rank evaluates its share of the images; the counts are summed
         w, bs = cfg.loader_workers, cfg.eval_batch_size
         return {
-            "val_accuracy": accuracy(m, select, device, bs, w),
-            "pooled_accuracy": accuracy(m, data.pooled_evaluation, device, bs, w),
+            "val_accuracy": accuracy(m, select, device, bs, w, rank, world),
+            "pooled_accuracy": accuracy(m, data.pooled_evaluation, device, bs, w, rank, world),
         }
 
     torch.manual_seed(seed)

@@ -296,8 +296,9 @@ def hf_snapshot(repo_id: str, revision: str | None = None, cache_dir: str | None
         at = f"@{revision}" if revision else ""
         rev = f" --revision {revision}" if revision else ""
         raise WeightsError(
-            f"{repo_id}{at} is not in the local Hugging Face cache; fetch it first with "
-            f"hf download {repo_id}{rev} (huggingface-cli download in older huggingface_hub) "
-            f"where there is internet, or give a local folder"
+            f"{repo_id}{at} is not in the local Hugging Face cache; if the name is right, fetch "
+            f"it first with hf download {repo_id}{rev} (huggingface-cli download in older "
+            f"huggingface_hub) where there is internet, or give a local folder; if not, check "
+            f"it on huggingface.co (e.g. microsoft/resnet-18, google/vit-base-patch16-224)"
         ) from None
     return Path(folder)

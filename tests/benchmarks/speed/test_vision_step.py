@@ -35,23 +35,28 @@ def test_step_times_times_every_step_after_the_warmup():
 
 
 def test_the_paper_presets_workload_and_the_batches_it_needs():
-    # 7 trained runs per model (subtask induction and random subnetwork in both unmasked modes,
-    # scratch, data mixture, unmasked-only) x 33,160 steps; discovery: 3 lambdas + the
-    # random-init control on the 13,929 listed discovery images: ResNet 100 epochs at batch 32
-    # (435 full batches), ViT 200 epochs at batch 128 (108 full batches)
+    # Trained runs per model: subtask induction and random subnetwork in both unmasked modes,
+    # scratch, data mixture, unmasked-only. ResNet: 6 x 33,160 steps at batch 128, and data
+    # mixture's released recipe, 5 epochs of the 212,006 + 13,929 pooled images at batch 128
+    # (1,766 steps an epoch). ViT: 5 x 33,160 at 512, scratch 16,600 at 512, data mixture 1
+    # epoch at 128. Discovery: 3 lambdas + the random-init control on the 13,929 listed
+    # discovery images, 100 epochs at batch 32 (435 full batches) for both.
     assert discovery_steps_per_epoch(13_929, 32) == 435 and discovery_steps_per_epoch(10, 32) == 1
     need = projection_batches(PAPER, 8)
     assert need == {
         "resnet18": {128: "train", 16: "DDP share (/8)", 32: "discovery"},
-        "vit_b_16": {512: "train", 64: "DDP share (/8)", 128: "discovery"},
-    }
+        "vit_b_16": {512: "train", 64: "DDP share (/8)", 128: "train", 16: "DDP share (/8)",
+                     32: "discovery"},
+    }  # fmt: skip
     step_s = {(m, b): 1.0 for m, bs in need.items() for b in bs}
     p = project_table1(PAPER, step_s)
-    for m, per_run in (("resnet18", 100 * 435), ("vit_b_16", 200 * 108)):
+    mixture = -(-(212_006 + 13_929) // 128)  # 1,766
+    trained = {"resnet18": 6 * 33_160 + 5 * mixture, "vit_b_16": 5 * 33_160 + 16_600 + mixture}
+    for m in ("resnet18", "vit_b_16"):
         w = p["models"][m]
-        assert (w["trained_runs"], w["train_steps"]) == (7, 232_120)
-        assert (w["discovery_runs"], w["discovery_steps"]) == (4, 4 * per_run)
-        assert w["discovery_hours"] == pytest.approx(4 * per_run * 1.3 / 3600)
+        assert (w["trained_runs"], w["train_steps"]) == (7, trained[m])
+        assert (w["discovery_runs"], w["discovery_steps"]) == (4, 4 * 100 * 435)
+        assert w["discovery_hours"] == pytest.approx(4 * 100 * 435 * 1.3 / 3600)
     assert p["left_out"].startswith("data loading, evaluation")
 
 
@@ -61,7 +66,7 @@ def test_projection_by_hand():
     cfg = dataclasses.replace(
         PAPER, steps=100, selection="random", discovery_per_class=10, penalties=(1e-6, 1e-7),
         transfer_penalty=1e-7, discovery_epochs_resnet=2, discovery_epochs_vit=2,
-        discovery_batch_size_vit=32,
+        discovery_batch_size_vit=32, mixture_recipe="transfer", scratch_steps_vit=None,
     )  # fmt: skip
     step_s = {("resnet18", 128): 0.36, ("resnet18", 32): 0.1, ("resnet18", 16): 0.09,
               ("vit_b_16", 512): 1.8, ("vit_b_16", 32): 0.2, ("vit_b_16", 64): 0.3}  # fmt: skip

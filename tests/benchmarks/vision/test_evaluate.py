@@ -161,9 +161,9 @@ def test_cli_score_cue_conflict(tmp_path):
                                     str(tmp_path / "b.csv"), "--json", str(tmp_path / "s.json")])  # fmt: skip
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert f"| {tmp_path / 'a.csv'} | 2 | 1 | 1 | 0.500 | 1.000 | 1.000 |" in lines
-    assert f"| {tmp_path / 'b.csv'} | 1 | 0 | 0 | 0.000 | 0.000 | 0.000 |" in lines
-    assert "| pooled (2 files) | 3 | 1 | 1 | 0.333 | 0.667 | 0.500 |" in lines
+    assert f"| {tmp_path / 'a.csv'} | 2 | 1 | 1 | 50.0 | 100.0 | 100.0 |" in lines
+    assert f"| {tmp_path / 'b.csv'} | 1 | 0 | 0 | 0.0 | 0.0 | 0.0 |" in lines
+    assert "| pooled (2 files) | 3 | 1 | 1 | 33.3 | 66.7 | 50.0 |" in lines
     assert "1 same-class stimuli left out; 1 missing (na) responses counted as wrong" in lines
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["pooled"]["shape_bias"] == 0.5 and "git_commit" in saved["provenance"]
@@ -289,16 +289,16 @@ def test_cli_headline_scoring(sources, tmp_path):
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     head = lines.index("cue-conflict: released scoring (same-class stimuli included)")
-    assert lines[head + 3] == "| dog | - | - | 0.200 | 0.800 | 0.500 |"
+    assert lines[head + 3] == "| dog | - | - | 20.0 | 80.0 | 50.0 |"
     assert (
-        "standard scoring (same-class stimuli left out): accuracy 0.250, robustness 0.750, "
-        "shape bias 0.500"
+        "standard scoring (same-class stimuli left out): accuracy 25.0%, robustness 75.0%, "
+        "shape bias 50.0%"
     ) in lines[head + 4 :]
     rec = json.loads((tmp_path / "o" / "metrics" / "dog.json").read_text())
     assert rec["cue_conflict_scoring"] == "released"
     assert rec["cue_conflict"]["accuracy"] == 0.25 and rec["cue_conflict_released"]["n"] == 5
     res = run(main, args)  # the default: standard first
-    assert "| dog | - | - | 0.250 | 0.750 | 0.500 |" in res.output
+    assert "| dog | - | - | 25.0 | 75.0 | 50.0 |" in res.output
     first = res.output.index("cue-conflict: standard scoring (same-class stimuli left out)")
     assert first < res.output.index("released scoring (same-class stimuli included): accuracy")
     assert (
@@ -333,14 +333,14 @@ def test_cli_score_cue_conflict_released_first(tmp_path):
     assert lines[0] == "released scoring (same-class stimuli included):"
     assert lines[1].startswith("| responses | n | same-class included | missing |")
     assert lines[3:7] == [
-        f"| {a} | 3 | 1 | 1 | 0.667 | 1.000 | 1.000 |",
-        f"| {b} | 1 | 0 | 0 | 0.000 | 0.000 | 0.000 |",
-        "| pooled (2 files) | 4 | 1 | 1 | 0.500 | 0.750 | 0.500 |",
+        f"| {a} | 3 | 1 | 1 | 66.7 | 100.0 | 100.0 |",
+        f"| {b} | 1 | 0 | 0 | 0.0 | 0.0 | 0.0 |",
+        "| pooled (2 files) | 4 | 1 | 1 | 50.0 | 75.0 | 50.0 |",
         "1 same-class stimuli included (never texture decisions); 1 missing (na) responses "
         "counted as wrong",
     ]
     std = lines.index("standard scoring (same-class stimuli left out):")
-    assert std > 6 and "| pooled (2 files) | 3 | 1 | 1 | 0.333 | 0.667 | 0.500 |" in lines[std:]
+    assert std > 6 and "| pooled (2 files) | 3 | 1 | 1 | 33.3 | 66.7 | 50.0 |" in lines[std:]
     saved = json.loads((tmp_path / "s.json").read_text())
     assert saved["cue_conflict_scoring"] == "released"
     assert saved["released"]["pooled"]["accuracy"] == 0.5
@@ -405,3 +405,40 @@ def test_the_released_eval_set_averages_over_classes_on_the_evaluation_lists_wni
     assert by_classes["averaging"] == "classes"
     assert by_classes["original_n"] == 3 + len(kept)
     assert by_classes["original_accuracy"] == pytest.approx(1 / len(kept))
+
+
+def _tiny_task():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 16))
+    x, y = torch.randn(23, 3, 2, 2), torch.randint(0, 16, (23,))
+    return model, torch.utils.data.TensorDataset(x, y)
+
+
+def _sharded_accuracy(rank: int, world: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from benchmarks.vision.evaluate import accuracy
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    model, ds = _tiny_task()
+    acc = accuracy(model, ds, torch.device("cpu"), batch_size=4, rank=rank, world=world)
+    with open(f"{out}.{rank}", "w") as f:
+        f.write(repr(acc))
+    dist.destroy_process_group()
+
+
+def test_evaluation_sharded_over_two_gloo_ranks_gives_one_ranks_numbers(tmp_path):
+    """Each rank evaluates every other image; the summed counts give every rank the accuracy
+    one process computes over all 23 images (an odd count: the shards differ in size)."""
+    import torch.multiprocessing as mp
+
+    from benchmarks.vision.evaluate import accuracy
+
+    mp.spawn(_sharded_accuracy, args=(2, str(tmp_path / "store"), str(tmp_path / "acc")),
+             nprocs=2, join=True)  # fmt: skip
+    model, ds = _tiny_task()
+    alone = accuracy(model, ds, torch.device("cpu"), batch_size=5)
+    assert 0 < alone < 1
+    for rank in (0, 1):
+        assert float((tmp_path / f"acc.{rank}").read_text()) == alone

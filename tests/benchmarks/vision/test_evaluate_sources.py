@@ -108,7 +108,8 @@ def test_evaluate_a_transformers_checkpoint(sources, tmp_path):
 def test_evaluate_source_errors(sources, tmp_path):
     cases = [
         (["resnet18"], 1, "resnet18 needs weights"),
-        (["hf:org/absent"], 1, "not in the local Hugging Face cache; fetch it first with hf download"),
+        (["hf:org/absent"], 1, "not in the local Hugging Face cache; if the name is right, fetch "
+                               "it first with hf download"),
         (["torchvision:resnet_18"], 1, "Did you mean 'resnet18'"),
         (["vit_b_16-mini", "--weights", "hf://org/absent"], 1, "hf download org/absent"),
         (["resnet-18", "--weights", "x.pth"], 2, "Did you mean"),

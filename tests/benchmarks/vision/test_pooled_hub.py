@@ -72,3 +72,22 @@ def test_pulled_folder_is_what_pooled_reads(pushed, offline, tmp_path):
         images = PooledImages(out, subset, transform=None)
         _check(images, PooledImages(pooled, subset, transform=None), picks[subset])
     assert (Path(out) / "README.md").is_file()
+
+
+def test_an_uncached_hf_dataset_fails_in_seconds_without_the_network(tmp_path, monkeypatch):
+    """No offline flag set: the reader must not try the network at all (any connection would
+    fail loudly here), and say in one line how to get the dataset."""
+    import socket
+    import time
+
+    def refuse(*args, **kw):
+        raise AssertionError("the pooled reader tried the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError) as e:
+        PooledImages("hf://datasets/org/not-cached", "val", None, cache_dir=str(tmp_path / "hf"))
+    assert time.monotonic() - start < 5
+    message = str(e.value)
+    assert "\n" not in message and "not in the local Hugging Face cache" in message
+    assert "meanpool pull org/not-cached --out DIR" in message

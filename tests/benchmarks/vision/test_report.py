@@ -221,3 +221,35 @@ def test_table1_says_what_it_measured_and_what_each_row_took():
         assert rows[whole][2] == "-", whole
     assert rows["linear-ft"][4] == "pretraining set; head adapted on 13,929 discovery images"
     assert rows["pretrained"][4] == "pretraining set"
+
+
+def test_fig5_draws_identical_curves_once_in_percent():
+    from benchmarks.vision.report import fig5_lines
+
+    def rec(strategy, unmasked, curve):
+        return {"model": "m", "strategy": strategy, "unmasked": unmasked, "seed": 0,
+                "curve": [{"step": s, "original": o, "pooled": p} for s, o, p in curve]}  # fmt: skip
+
+    same = [(2, 0.25, 0.5), (4, 0.5, 0.5)]
+    lines = fig5_lines([rec("subtask-induction", "inherit", same),
+                        rec("random-subnetwork", "inherit", same),
+                        rec("scratch", "reinit", [(2, 0.5, 0.25), (4, 0.75, 0.25)])], "m")  # fmt: skip
+    assert [labels for _, _, labels in lines] == [
+        ["subtask-induction (inherit)", "random-subnetwork (inherit)"],
+        ["scratch"],
+    ]
+    steps, ys, _ = lines[0]
+    assert steps == [2, 4] and ys == {"original": [25.0, 50.0], "pooled": [50.0, 50.0]}
+
+
+def test_table1_puts_the_papers_values_beside_the_paper_models_rows():
+    from benchmarks.vision.report import released_md, table1_md
+
+    r = {"model": "resnet18", "strategy": "subtask-induction", "unmasked": "inherit", "seed": 0,
+         "train_images": 10, "original_accuracy": 0.5, "pooled_accuracy": 0.25,
+         "cue_conflict_released": {"accuracy": 0.1, "robustness": 0.9}}  # fmt: skip
+    mini = {**r, "model": "resnet18-mini"}
+    text = table1_md([r, mini], "t")
+    assert "| 50.0 [80.7] | 25.0 [55.6] |" in text  # original, pooled
+    assert "| resnet18-mini | subtask-induction | inherit | 1 | 10 | 50.0 | 25.0 |" in text
+    assert "| 10.0 [27.1] | 90.0 [77.4] |" in released_md([r])
