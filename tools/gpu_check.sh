@@ -11,9 +11,12 @@
 #     random weights at realistic load, fast vs reference (same partitions?)
 #   - sweep (benchmarks.speed.sweep): fig3 transfer runs batched vs one at a time, 2 and 12 layers
 #   - mask_step (benchmarks.speed.mask_step): discovery's mask step vs a plain step, 2 and 12 layers
+#   - loader (benchmarks.speed.loader): images/s of Table 1's training transform on
+#     ImageNet-sized JPEGs: PIL per core, DataLoader workers, nvJPEG decoding on the GPU
 #   - vision_step (benchmarks.speed.vision_step): the vision training step of resnet18 and
 #     vit_b_16 at the paper's batches (128, 512; ResNet also at the released code's 512), fp32
-#     and bf16 autocast: images/s, and Table 1's projected wall time on 1 and 8 GPUs
+#     and bf16 autocast: images/s, and Table 1's projected wall time on 1 and 8 GPUs, each step
+#     taking the longer of the model step and the loader's batch time (the loader step's rate)
 #   - table1_tiny: `subind-bench run table1 --preset tiny --device cuda --set amp=bf16`, end to
 #     end (synthetic world, pretraining, Linear FT, discovery, every strategy, evaluation)
 #   - fig3_tiny: `subind-bench run fig3 --preset tiny --device cuda`, batched trainer
@@ -37,7 +40,7 @@ cd "$(dirname "$0")/.." || exit 2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 # Time limits (s) of every timed command. Worst case: sum(LIMIT) + KILL_AFTER_S per command +
-# STARTUP_S = BUDGET_S (545 + 9 x 5 + 10 = 600 s = 10 minutes). No GPU timings had been
+# STARTUP_S = BUDGET_S (540 + 10 x 5 + 10 = 600 s = 10 minutes). No GPU timings had been
 # measured when these were set: each is the step's estimated run time on an H200 with a margin
 # (a model build, CUDA start-up and the timed work; the meanpool steps, the heaviest, time 3
 # images each, not 4, to fit).
@@ -46,11 +49,12 @@ KILL_AFTER_S=5 # timeout's grace between TERM and KILL, per timed command
 STARTUP_S=10   # bash, mkdir, removing old outputs: everything outside the timed commands
 declare -A LIMIT=(
     [env]=30
-    [meanpool_float32]=100
-    [meanpool_bfloat16]=95
-    [sweep]=75
+    [meanpool_float32]=90
+    [meanpool_bfloat16]=85
+    [sweep]=70
     [mask_step]=35
-    [vision_step]=105
+    [loader]=25
+    [vision_step]=100
     [table1_tiny]=55
     [fig3_tiny]=35
     [table]=15
@@ -118,8 +122,11 @@ done
 step sweep "$PY" -m benchmarks.speed.sweep --device cuda --layers 2,12 --json "$OUT/sweep.json"
 step mask_step "$PY" -m benchmarks.speed.mask_step --device cuda --layers 2,12 \
     --json "$OUT/mask_step.json"
+step loader "$PY" -m benchmarks.speed.loader --device cuda --images 128 --passes 2 \
+    --workers 4,16 --json "$OUT/loader.json"
 step vision_step "$PY" -m benchmarks.speed.vision_step --device cuda --archs resnet18,vit_b_16 \
     --dtypes fp32,bf16 --preset paper --project --project-set batch_size_resnet=512 \
+    --loader-json "$OUT/loader.json" \
     --steps 10 --warmup 3 --json "$OUT/vision_step.json"
 step table1_tiny "$PY" -m benchmarks.cli run table1 --preset tiny --device cuda --set amp=bf16 \
     --out "$OUT/table1_tiny" --no-progress

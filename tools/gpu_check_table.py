@@ -34,6 +34,7 @@ STEPS = (
     ("meanpool_bfloat16", "meanpool vit_h bf16, realistic load: fast vs reference"),
     ("sweep", "fig3 transfer runs: batched vs one at a time"),
     ("mask_step", "discovery mask step vs plain step (target <= 1.3x)"),
+    ("loader", "Table 1's training transform on ImageNet-sized JPEGs (images/s)"),
     ("vision_step", "vision training step (s/step, images/s); Table 1 projected"),
     ("table1_tiny", "subind-bench run table1 --preset tiny, cuda, amp bf16"),
     ("fig3_tiny", "subind-bench run fig3 --preset tiny, cuda, batched trainer"),
@@ -44,6 +45,7 @@ BENCHMARKS = {
     "meanpool_bfloat16": "pooling",
     "sweep": "sweep",
     "mask_step": "mask_step",
+    "loader": "loader",
     "vision_step": "vision_step",
 }
 
@@ -190,11 +192,23 @@ def vision_step_rows(res: Result) -> list[str]:
     return rows or ["nothing measured"]
 
 
+def loader_rows(res: Result) -> list[str]:
+    """A row per path (images/s, per core), then the per-GPU rate the projection uses."""
+    rows = [f"{r.name}: {_show(r, 'images_per_s')} on {_show(r, 'cores')}; "
+            f"{_show(r, 'images_per_s_per_core')} per core" for r in res.rows_of("path")]  # fmt: skip
+    p = res.row("projection")
+    if p is not None:
+        rows.append(f"one GPU's loader ({_show(p, 'cores_per_gpu')}, PIL): "
+                    f"{_show(p, 'images_per_s_per_gpu')}")  # fmt: skip
+    return rows or ["nothing measured"]
+
+
 PARSERS = {
     "meanpool_float32": meanpool_rows,
     "meanpool_bfloat16": meanpool_rows,
     "sweep": sweep_rows,
     "mask_step": mask_step_rows,
+    "loader": loader_rows,
     "vision_step": vision_step_rows,
 }
 

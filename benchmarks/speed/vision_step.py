@@ -42,7 +42,7 @@ import click
 import torch
 from torch import nn
 
-from benchmarks.speed.result import Field, Row, write_result
+from benchmarks.speed.result import Field, Row, read_result, write_result
 from benchmarks.vision.config import PRESETS, Table1Config
 from benchmarks.vision.grid import plan_runs
 from benchmarks.vision.models import ARCHS, recipe_family
@@ -71,6 +71,10 @@ LEFT_OUT = (
 class ProjectionAssumptions:
     mask_step_factor: float = MASK_STEP_FACTOR  # discovery step / plain step at the same batch
     gpus: int = 8  # the multi-GPU projection's world size
+    # images/s one GPU's data loader delivers (benchmarks.speed.loader); a step takes at least
+    # batch / images_per_s: the projection uses the slower of the model step and the loader.
+    # None: the model step alone.
+    images_per_s: float | None = None
 
 
 def _sync(device: torch.device) -> None:
@@ -342,11 +346,14 @@ def _projections(
                 for r in results
                 if r["dtype"] == dtype and "s_per_step" in r
             }
+            if assume.images_per_s:  # the slower of the model step and the data loader
+                step_s = {k: max(v, k[1] / assume.images_per_s) for k, v in step_s.items()}
             try:
                 proj = project_table1(cfg, step_s, assume)
             except ValueError as e:
                 proj = {"error": str(e)}
-            out.append({"variant": label, "dtype": dtype, **proj})
+            out.append({"variant": label, "dtype": dtype, **proj,
+                        "loader_images_per_s": assume.images_per_s})  # fmt: skip
     return out
 
 
@@ -393,13 +400,16 @@ def projection_text(p: dict[str, Any]) -> str:
 @click.option("--gpus", default=8, show_default=True, help="GPUs of the multi-GPU projection")
 @click.option("--mask-step-factor", default=MASK_STEP_FACTOR, show_default=True,
               help="discovery step / plain step (assumed; see the module docstring)")  # fmt: skip
+@click.option("--loader-json", default=None,
+              help="benchmarks.speed.loader's --json: the projection takes each step at least "
+                   "batch / its images_per_s_per_gpu")  # fmt: skip
 @click.option("--steps", default=10, show_default=True, help="timed steps per setting")
 @click.option("--warmup", default=3, show_default=True, help="untimed steps per setting")
 @click.option("--threads", default=1, show_default=True, help="torch CPU threads")
 @click.option("--json", "json_path", default=None, help="also write the results as JSON here")
 def main(
     device, archs, batch, dtypes, preset, project, project_sets, gpus, mask_step_factor,
-    steps, warmup, threads, json_path,
+    loader_json, steps, warmup, threads, json_path,
 ) -> None:  # fmt: skip
     """Print seconds per training step and images/s per architecture, batch and dtype."""
     torch.set_num_threads(threads)
@@ -421,7 +431,12 @@ def main(
             results.append(entry)
             click.echo(_row(entry, device))
             write(results, [], [])
-    assume = ProjectionAssumptions(mask_step_factor, gpus)
+    loader_rate = None
+    if loader_json:  # the data path measured beside the model step
+        loader_rate = (
+            read_result(loader_json, "loader").row("projection").value("images_per_s_per_gpu")
+        )
+    assume = ProjectionAssumptions(mask_step_factor, gpus, loader_rate)
     projections = _projections(results, variants, dtype_list, assume)
     summary = [projection_text(p) for p in projections]
     if projections:
@@ -510,7 +525,8 @@ def setting_row(entry: dict[str, Any]) -> Row:
 
 
 # The unit of each number of a projection (project_table1) and of its per-model workload.
-_UNITS = {"gpus": "GPUs", "mask_step_factor": "x", "train_batch": "images"}
+_UNITS = {"gpus": "GPUs", "mask_step_factor": "x", "train_batch": "images",
+          "loader_images_per_s": "images/s"}  # fmt: skip
 _UNITS |= {"discovery_batch": "images", "ddp_batch_per_gpu": "images"}
 _UNITS |= {k: "runs" for k in ("trained_runs", "discovery_runs", "discovery_dealt")}
 _UNITS |= {"train_steps": "steps", "discovery_steps": "steps"}
@@ -528,7 +544,8 @@ def projection_rows(projections: list[dict[str, Any]]) -> list[Row]:
         fields = ident | {
             k: Field(p[k], "h") for k in ("hours_1gpu", "hours_ddp", "hours_runs_dealt") if k in p
         }
-        fields |= {k: Field(p[k], _UNITS[k]) for k in ("gpus", "mask_step_factor") if k in p}
+        fields |= {k: Field(p[k], _UNITS[k])
+                   for k in ("gpus", "mask_step_factor", "loader_images_per_s") if k in p}  # fmt: skip
         if "error" in p:
             fields["error"] = Field(p["error"])
         else:

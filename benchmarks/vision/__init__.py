@@ -9,6 +9,7 @@ cue-conflict stimuli): table1 (Tables 1-2, Figures 5 and 11), ``subind-bench eva
 # run's inputs, checks and stages; the run; the plan and reports; the command line.
 # tests/test_layers.py checks the code against it, tools/layout_stats.py counts arrows back up.
 ORDER = (
+    "timing",
     "models.preprocessing",
     "models.arch",
     "models.weights",
@@ -23,6 +24,8 @@ ORDER = (
     "strategies",
     "grid",
     "data",
+    "decode",
+    "tensors",
     "evaluate",
     "toyworld.world",
     "toyworld.pretrain",
@@ -35,5 +38,6 @@ ORDER = (
     "plan",
     "report",
     "experiment",
+    "worker",
     "cli",
 )

@@ -56,7 +56,7 @@ _AT_LEAST_1 = ("pretrain_epochs", "pretrain_batch_size", "discovery_per_class",
                "adapt_batch_size_resnet", "adapt_batch_size_vit", "discovery_epochs_resnet",
                "discovery_epochs_vit", "discovery_batch_size_resnet", "discovery_batch_size_vit",
                "batch_size_resnet", "batch_size_vit", "steps", "steps_vit", "scratch_steps_vit",
-               "eval_every", "eval_batch_size", "dist_timeout_s")  # fmt: skip
+               "eval_every", "eval_batch_size", "dist_timeout_s", "workers")  # fmt: skip
 _POSITIVE = ("pretrain_lr", "adapt_lr_resnet", "adapt_lr_vit", "discovery_lr", "lr")
 _NOT_NEGATIVE = ("adapt_weight_decay", "weight_decay", "momentum", "loader_workers",
                  "world_seed", "index_seed")  # fmt: skip
@@ -152,6 +152,12 @@ def check_config(cfg: Table1Config, world: int = 1) -> dict[str, VisionArch]:
             "transfer_transforms=source"
         )
     check_world(cfg, {m: recipe_family(a) for m, a in archs.items()}, world)
+    if cfg.image_decoding == "device" and cfg.transfer_transforms != "released":
+        raise ConfigError("image_decoding=device applies the released transforms on the device: "
+                          "it needs --set transfer_transforms=released")  # fmt: skip
+    if cfg.workers > 1 and cfg.distributed != "slice":
+        raise ConfigError("workers > 1 deals whole runs to local processes: it needs --set "
+                          "distributed=slice (or run under torchrun for DDP)")  # fmt: skip
     return archs
 
 

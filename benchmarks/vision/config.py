@@ -31,6 +31,7 @@ CHOICES = {
     "mixture_recipe": ("released", "transfer"),
     "eval_set": ("paper", "released"),
     "transfer_transforms": ("released", "source"),
+    "image_decoding": ("pil", "device"),
     "optimizer": ("sgd", "adamw"),
     "distributed": ("ddp", "slice"),
 }
@@ -164,6 +165,11 @@ class Table1Config:
     device: str = "auto"
     amp: str | None = None  # "bf16": autocast on CUDA
     loader_workers: int = 4
+    # The training images' JPEG decoding and transform: "pil" (the data loader's workers, on
+    # the CPU) or "device" (torchvision.io.decode_jpeg on the run's device, nvJPEG on CUDA, then
+    # the released transform as tensors there: benchmarks.vision.decode); "device" needs
+    # transfer_transforms=released.
+    image_decoding: str = "pil"
     eval_batch_size: int = 256
     # torchrun: "ddp" trains every run on all ranks together (global batch split over ranks);
     # "slice" gives each rank its own runs.
@@ -172,6 +178,13 @@ class Table1Config:
     # of 128 on one device); False: each rank's share only.
     sync_batchnorm: bool = True
     dist_timeout_s: int = 12 * 3600  # the longest a collective waits (a rank may train for hours)
+    # Local worker processes sharing the CPU cores (torchrun's ranks started by the run itself,
+    # distributed=slice): stages and runs are dealt to them; 1: one process.
+    workers: int = 1
+    # The synthetic world's images decoded once and held as tensors, augmented a batch at a time
+    # (benchmarks.vision.tensors; where its transforms allow); False: read and transformed one
+    # image at a time, as the user's data is.
+    tensor_images: bool = True
 
     def digest(self, *names: str) -> str:
         return config_digest(self, *names)
@@ -213,7 +226,16 @@ WEIGHTS_OPTION = {"resnet": "--weights-resnet18", "vit": "--weights-vit"}
 # What may differ between runs into one output folder: which runs, and how they execute.
 FOLDER_FREE = ("models", "strategies", "seeds", "unmasked", "device", "loader_workers",
                "eval_batch_size", "distributed", "sync_batchnorm", "dist_timeout_s",
-               "cue_conflict_scoring")  # fmt: skip
+               "cue_conflict_scoring", "workers", "image_decoding")  # fmt: skip
+
+
+def config_from_dict(d: dict) -> Table1Config:
+    """A :class:`Table1Config` from ``dataclasses.asdict`` of one read back from JSON (lists
+    become the tuples the fields hold)."""
+    fields = Table1Config.__dataclass_fields__
+    return Table1Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()
+                           if k in fields})  # fmt: skip
+
 
 _INPUT_KEYS = ["imagenet_dir", "val_labels", "pooled", "world", "world_seed", "allow_missing"]
 PRETRAIN_KEYS = _INPUT_KEYS + ["pretrain_epochs", "pretrain_lr", "pretrain_batch_size"]
@@ -239,6 +261,7 @@ ADAPT_KEYS = PRETRAIN_KEYS + [
     "adapt_batch_size_vit",
     "select_on",
     "train_crop",
+    "tensor_images",
 ]
 DISCOVERY_KEYS = ADAPT_KEYS + [
     "discovery_optimizer",
@@ -310,7 +333,7 @@ _PRESETS: dict[str, Table1Config] = {
         mask_classifier=False,
         penalties=(1e-6, 1e-8),
         transfer_penalty=None,
-        seeds=(0,),
+        seeds=(0, 1, 2),
         lr=2e-2,
         batch_size_resnet=64,
         batch_size_vit=64,
@@ -325,6 +348,7 @@ _PRESETS: dict[str, Table1Config] = {
         class_weighted_loss=False,
         loader_workers=0,
         distributed="slice",
+        workers=2,
     ),
     # Seconds: for tests and smoke checks only (a few images per class, a few steps).
     "tiny": Table1Config(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,6 +233,11 @@ class PooledImages(Dataset):
     def __len__(self) -> int:
         return len(self._jpgs)
 
+    @property
+    def encoded(self) -> list[bytes]:
+        """Each image's JPEG bytes, in dataset order."""
+        return self._jpgs
+
     def subset(self, rels: Sequence[str]) -> PooledImages:
         """The images whose source is in ``rels``, in that order (bytes shared). KeyError for a
         source the build does not hold."""
@@ -256,11 +261,16 @@ class PooledImages(Dataset):
 
 
 def epoch_loader(
-    dataset: Dataset, batch_size: int, seed: int, workers: int, rank: int = 0, world: int = 1
-) -> LoaderEpochs:
-    """``epoch -> batches`` for :func:`subind.train.fit`: epoch e's order is a function of
-    (seed, e) alone (DistributedSampler's rule), so a resumed run sees the same batches; each
-    rank gets its own share. The last short batch is dropped when a rank has a full one."""
+    dataset: Dataset, batch_size: int, seed: int, workers: int, rank: int = 0, world: int = 1,
+    collate: Callable[[list[Any]], Any] | None = None,
+) -> Callable[[int], Any]:  # fmt: skip
+    """``epoch -> batches`` for :func:`subind.train.fit` (``len()``: batches per epoch): epoch
+    e's order is a function of (seed, e) alone (DistributedSampler's rule), so a resumed run
+    sees the same batches; each rank gets its own share. The last short batch is dropped when a
+    rank has a full one. A dataset that makes its own epochs (``epoch_batches``: images held as
+    tensors, benchmarks.vision.tensors) makes them."""
+    if hasattr(dataset, "epoch_batches"):
+        return dataset.epoch_batches(batch_size, seed, rank, world)
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
     loader = DataLoader(
         dataset,
@@ -269,12 +279,16 @@ def epoch_loader(
         num_workers=workers,
         drop_last=len(dataset) // world >= batch_size,
         persistent_workers=workers > 0,
+        collate_fn=collate,
     )
     return LoaderEpochs(loader)
 
 
-def in_order(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
-    """Batches of ``dataset`` in its order (evaluation, feature extraction)."""
+def in_order(dataset: Dataset, batch_size: int, workers: int = 0) -> Iterable[Any]:
+    """Batches of ``dataset`` in its order (evaluation, feature extraction); a dataset that
+    batches itself (``in_order``) does."""
+    if hasattr(dataset, "in_order"):
+        return dataset.in_order(batch_size)
     return DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, pin_memory=torch.cuda.is_available()
     )
@@ -301,6 +315,9 @@ class ImageSets:
     discovery_items: list[Item]  # the discovery subset, original images (adaptation)
     evaluation_items: list[Item]
     val_items: list[Item]
+    # (items, train) -> those originals under the model's own preprocessing (adaptation, its
+    # selection), augmented when ``train``
+    originals: Callable[[Sequence[Item], bool], Dataset]
 
 
 def split_items(index: dict[str, list[Item]]) -> tuple[list[Item], list[Item], list[Item]]:
@@ -356,8 +373,11 @@ def image_sets(
     source_eval = eval_transform(arch)
     discovery_transform = train_transform(arch) if augment_discovery else source_eval
 
-    def originals(items: list[Item], transform: Transform) -> FileImages:
+    def originals(items: Sequence[Item], transform: Transform) -> FileImages:
         return FileImages(root, [(it.rel, it.label) for it in items], transform)
+
+    def source_originals(items: Sequence[Item], train: bool) -> FileImages:
+        return originals(items, train_transform(arch) if train else source_eval)
 
     return ImageSets(
         train=originals(train, transfer.train),
@@ -373,6 +393,7 @@ def image_sets(
         discovery_items=list(index["discovery"]),
         evaluation_items=evaluation,
         val_items=val,
+        originals=source_originals,
     )
 
 
@@ -382,4 +403,6 @@ def training_set(data: ImageSets, pooled_in_training: bool) -> Dataset:
     pooled selection are measured on them."""
     if not pooled_in_training:
         return data.train
+    if hasattr(data.train, "concat"):  # images held as tensors: one tensor set
+        return data.train.concat(data.pooled_training)
     return ConcatDataset([data.train, data.pooled_training])

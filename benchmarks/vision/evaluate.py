@@ -180,10 +180,29 @@ def _per_class_csv(per_class: dict[str, dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def stimulus_images(cue_conflict_dir: str | Path, transform: Any) -> FileImages:
+    """The stimuli of ``cue_conflict_dir`` in scan order, labelled by shape class."""
+    categories = sixteen_classes()[0]
+    root = Path(cue_conflict_dir)
+    items = [(str(s.path.relative_to(root)), categories.index(s.shape))
+             for s in scan_cue_conflict(root)]  # fmt: skip
+    return FileImages(root, items, transform)
+
+
+@dataclass(frozen=True)
+class ReadyImages:
+    """Evaluation datasets made once for a run (e.g. decoded into tensors), in the order of
+    ``EvalImages`` and of the stimuli's scan: they replace the per-call transforms."""
+
+    original: torch.utils.data.Dataset | None
+    pooled: torch.utils.data.Dataset | None
+    cue_conflict: torch.utils.data.Dataset | None
+
+
 def _cue_conflict(
     model: nn.Module,
     cue_conflict_dir: str | Path,
-    transform: Any,
+    dataset: torch.utils.data.Dataset,
     mapping: dict[str, list[int]] | None,
     cfg: EvalConfig,
     tag: str,
@@ -192,12 +211,7 @@ def _cue_conflict(
     """(stimuli, the model's response to each: a category name)."""
     categories = sixteen_classes()[0]
     stimuli = scan_cue_conflict(cue_conflict_dir)
-    root = Path(cue_conflict_dir)
-    items = [(str(s.path.relative_to(root)), categories.index(s.shape)) for s in stimuli]
-    preds, _ = predict(
-        model, FileImages(root, items, transform), categories, mapping, cfg,
-        f"{tag} cue-conflict", progress,
-    )  # fmt: skip
+    preds, _ = predict(model, dataset, categories, mapping, cfg, f"{tag} cue-conflict", progress)
     return stimuli, [categories[p] for p in preds]
 
 
@@ -329,6 +343,7 @@ def evaluate_model(
     cfg: EvalConfig | None = None,
     transform: Any = None,
     cue_transform: Any = None,
+    ready: ReadyImages | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` in 16 classes (directly, or through ``mapping`` for another head).
@@ -336,7 +351,8 @@ def evaluate_model(
     Sources (each optional): ``images``, the original validation images and their pooled
     versions (the same images: :func:`eval_images`), and the stimuli of ``cue_conflict_dir``.
     ``transform`` / ``cue_transform``: PIL image -> input tensor for the validation images and
-    for the stimuli (default: ``eval_transform(arch)`` for both). Returns
+    for the stimuli (default: ``eval_transform(arch)`` for both); ``ready``: datasets made once
+    that replace them (:class:`ReadyImages`). Returns
     {"original_accuracy", "original_n", "pooled_accuracy", "pooled_n", "eval_set", "averaging",
     "cue_conflict": cue_conflict_metrics (the standard scoring), "cue_conflict_released":
     released_metrics (the paper's released code's scoring; one key per scoring of ``SCORINGS``,
@@ -374,12 +390,17 @@ def evaluate_model(
             per_class[c].update({f"{name}_n": row["n"], f"{name}_accuracy": row["accuracy"]})
 
     if images is not None and images.items:
-        run("original", images.original(transform), images.averaging)
+        original = ready.original if ready else images.original(transform)
+        run("original", original, images.averaging)
     if images is not None and images.pooled is not None:
-        run("pooled", images.pooled.with_transform(transform), images.averaging)
+        pooled = ready.pooled if ready else images.pooled.with_transform(transform)
+        run("pooled", pooled, images.averaging)
     if cue_conflict_dir is not None:
+        stims = ready.cue_conflict if ready and ready.cue_conflict is not None else (
+            stimulus_images(cue_conflict_dir, cue_transform or transform)
+        )  # fmt: skip
         stimuli, responses = _cue_conflict(
-            model, cue_conflict_dir, cue_transform or transform, mapping, cfg, tag, progress
+            model, cue_conflict_dir, stims, mapping, cfg, tag, progress
         )
         rows = [(s.shape, s.texture, r) for s, r in zip(stimuli, responses, strict=True)]
         result.update(_score_cue_conflict(rows, per_class))

@@ -13,6 +13,7 @@ from typing import Any
 
 from benchmarks.base import COMMON_OPTIONS, ConfigError, Experiment, Option, Outcome, names
 from benchmarks.vision.config import FOLDER_FREE, PRESETS, REAL_DATA_FIELDS, Table1Config
+from subind.io import read_jsonl
 from subind.runtime import dist_env
 
 
@@ -64,8 +65,13 @@ class VisionExperiment(Experiment):
             table2_rows,
             write_reports,
         )
-        from benchmarks.vision.runs import run_table1
+        from benchmarks.vision.runs import run_table1, run_table1_workers
 
+        if cfg.workers > 1 and dist_env()[1] == 1:  # start the workers; rank 0 reports
+            run_table1_workers(cfg, out, preset, progress)
+            text = (out / "table1.md").read_text().split("\n## ")[0]
+            table2 = (out / "table2.md").read_text() if (out / "table2.md").exists() else ""
+            return Outcome(text + "\n" + table2, len(read_jsonl(out / "results.jsonl")))
         records, stages = run_table1(cfg, out, progress, preset)
         if dist_env()[0] != 0:
             return None  # under torchrun, rank 0 writes the reports

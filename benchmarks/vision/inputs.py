@@ -19,7 +19,13 @@ import torch
 from benchmarks.harness import SINGLE, StageError, Sync, rank0_first
 from benchmarks.vision.config import PRETRAIN_KEYS, WEIGHTS_OPTION, Table1Config
 from benchmarks.vision.data import ImageSets, PooledImages, image_sets, transfer_transforms
-from benchmarks.vision.evaluate import EvalImages, eval_images, load_decision_mapping
+from benchmarks.vision.evaluate import (
+    EvalImages,
+    ReadyImages,
+    eval_images,
+    load_decision_mapping,
+    stimulus_images,
+)
 from benchmarks.vision.models import (
     Pretrained,
     VisionArch,
@@ -27,6 +33,8 @@ from benchmarks.vision.models import (
     load_pretrained,
     recipe_family,
 )
+from benchmarks.vision.tensors import Augment, ImageTensors, from_files, from_pooled, supports
+from benchmarks.vision.timing import timed
 from benchmarks.vision.toyworld.pretrain import PretrainConfig, pretrain
 from benchmarks.vision.toyworld.world import WorldConfig, make_world
 from meanpool.config import IndexConfig
@@ -76,17 +84,36 @@ class Inputs:
     pooled: dict[str, PooledImages]
     models: dict[str, ModelEntry]
     resolver: Resolver
+    world_size: int | None = None  # the synthetic world's image size (None: the user's data)
 
     @property
     def imagenet_dir(self) -> Path:
         return self.sources.imagenet_dir
 
     def image_sets(self, model: str, cfg: Table1Config) -> ImageSets:
-        """``model``'s image sets (its transforms) over the run's index and pooled builds."""
+        """``model``'s image sets (its transforms) over the run's index and pooled builds; for
+        the synthetic world, decoded once and held as tensors (benchmarks.vision.tensors)."""
         arch = self.models[model].arch
-        return image_sets(arch, self.imagenet_dir, self.index, self.pooled,
+        sets = image_sets(arch, self.imagenet_dir, self.index, self.pooled,
                           self.sources.index_config, cfg.discovery_augment == "train",
                           transfer_transforms(arch, cfg.transfer_transforms))  # fmt: skip
+        if not self._tensors(arch, cfg):
+            return sets
+        return self.resolver.tensor_sets(sets, arch, cfg.discovery_augment == "train")
+
+    def _tensors(self, arch: VisionArch, cfg: Table1Config) -> bool:
+        """Whether ``arch``'s images are held as tensors (the synthetic world's fast path)."""
+        if self.world_size is None or not cfg.tensor_images:
+            return False
+        return cfg.transfer_transforms == "source" and supports(arch, self.world_size)
+
+    def ready_images(self, model: str, cfg: Table1Config) -> ReadyImages | None:
+        """For the synthetic world: the evaluation images and stimuli decoded once per run and
+        held as tensors under ``model``'s normalisation; None where the transforms apply."""
+        arch = self.models[model].arch
+        if not self._tensors(arch, cfg):
+            return None
+        return self.resolver.ready_images(arch, self.sources.cue_conflict_dir)
 
     def eval_images(self) -> EvalImages:
         """What every model is evaluated on (:func:`benchmarks.vision.evaluate.eval_images`):
@@ -189,7 +216,12 @@ def world_sources(
     """The synthetic world and its pretrained models (``cfg.world``), built by rank 0 and cached
     in ``out`` (the other ranks wait, then find them)."""
     wcfg = world_config(cfg)
-    w = rank0_first(sync, lambda p: make_world(out / "world", wcfg, p), progress, "world")
+
+    def world(p: bool):
+        with timed(out, sync.rank, "world"):
+            return make_world(out / "world", wcfg, p)
+
+    w = rank0_first(sync, world, progress, "world")
     pcfg = PretrainConfig(
         epochs=cfg.pretrain_epochs,
         lr=cfg.pretrain_lr,
@@ -203,7 +235,8 @@ def world_sources(
     def pretrain_missing(progress: bool) -> None:
         for m, path in weights.items():
             if not path.exists():
-                pretrain(archs[m], w, pcfg, path, progress=progress)
+                with timed(out, sync.rank, "pretrain", m):
+                    pretrain(archs[m], w, pcfg, path, progress=progress)
 
     rank0_first(sync, pretrain_missing, progress, "pretrained")
     return Sources(
@@ -221,12 +254,19 @@ class Resolver:
     weights (read once), the pooled builds (read once). The input checks and the run share one
     resolver, so rank 0 reads nothing twice."""
 
-    def __init__(self, cfg: Table1Config, archs: dict[str, VisionArch], sources: Sources) -> None:
-        self.cfg, self.archs, self.sources = cfg, archs, sources
+    def __init__(
+        self,
+        cfg: Table1Config,
+        archs: dict[str, VisionArch],
+        sources: Sources,
+        world_size: int | None = None,
+    ) -> None:
+        self.cfg, self.archs, self.sources, self.world_size = cfg, archs, sources, world_size
         self._index: dict[str, list[Item]] | None = None
         self._pretrained: dict[str, Pretrained] = {}
         self._pooled: dict[str, PooledImages] = {}
         self._eval: EvalImages | None = None
+        self._decoded: dict[str, ImageTensors] = {}
 
     def index(self) -> dict[str, list[Item]]:
         """The image sets of the ImageNet tree ({"train", "discovery", "evaluation", "val"})."""
@@ -260,6 +300,73 @@ class Resolver:
             arch = dataclasses.replace(arch, train_crop=self.cfg.train_crop)
         return ModelEntry(model, arch, recipe_family(arch), p)
 
+    def decoded(self, key: str, dataset: Any) -> ImageTensors:
+        """``dataset`` (a FileImages or PooledImages set, named ``key``) decoded once per run
+        and shared by every model (each takes it with its own normalisation)."""
+        if key not in self._decoded:
+            convert = from_pooled if isinstance(dataset, PooledImages) else from_files
+            self._decoded[key] = convert(dataset, self.archs[self.cfg.models[0]], False)
+        return self._decoded[key]
+
+    def tensor_sets(self, sets: ImageSets, arch: VisionArch, augment_discovery: bool) -> ImageSets:
+        """``sets`` with every dataset held as tensors under ``arch``'s normalisation and
+        augmentation (the transfer and the source transforms are the same: "source")."""
+        p = arch.resolved_preprocessing
+        aug = Augment.of(arch)
+
+        def of(key: str, dataset: Any, augment: Augment | None) -> ImageTensors:
+            shared = self.decoded(key, dataset)
+            return ImageTensors(shared.images, shared.label_tensor, p.mean, p.std, augment,
+                                shared.sources)  # fmt: skip
+
+        train = of("train", sets.train, aug)
+        evaluation = of("evaluation", sets.evaluation, None)
+        pooled_eval = of("pooled-evaluation", sets.pooled_evaluation, None)
+        pooled_disc = of("pooled-discovery", sets.pooled_discovery, None)
+        val = of("val", sets.val, None)
+        by_rel = {rel: (train, i) for i, rel in enumerate(train.sources)}
+        by_rel |= {rel: (evaluation, i) for i, rel in enumerate(evaluation.sources)}
+        by_rel |= {rel: (val, i) for i, rel in enumerate(val.sources)}
+
+        def originals(items: Any, training: bool) -> ImageTensors:
+            parts = [by_rel[it.rel] for it in items]
+            images = torch.stack([ds.images[i] for ds, i in parts]) if parts else train.images[:0]
+            labels = torch.tensor([it.label for it in items], dtype=torch.long)
+            return ImageTensors(images, labels, p.mean, p.std, aug if training else None,
+                                [it.rel for it in items])  # fmt: skip
+
+        return dataclasses.replace(
+            sets,
+            train=train,
+            evaluation=evaluation,
+            val=val,
+            pooled_evaluation=pooled_eval,
+            pooled_training=pooled_disc.with_augment(aug),
+            source_evaluation=evaluation,
+            source_pooled_evaluation=pooled_eval,
+            pooled_discovery=pooled_disc.with_augment(aug if augment_discovery else None),
+            originals=originals,
+        )
+
+    def ready_images(self, arch: VisionArch, cue_conflict_dir: Path | None) -> ReadyImages:
+        """:class:`ReadyImages` of ``arch`` (decoded once per run, shared across models)."""
+        images = self.eval_images()
+        p = arch.resolved_preprocessing
+
+        def of(key: str, dataset: Any) -> ImageTensors:
+            shared = self.decoded(key, dataset)
+            return ImageTensors(shared.images, shared.label_tensor, p.mean, p.std, None,
+                                shared.sources)  # fmt: skip
+
+        cue = None
+        if cue_conflict_dir is not None:
+            cue = of("cue-conflict", stimulus_images(cue_conflict_dir, None))
+        return ReadyImages(
+            original=of("eval-original", images.original(None)) if images.items else None,
+            pooled=of("eval-pooled", images.pooled) if images.pooled is not None else None,
+            cue_conflict=cue,
+        )
+
     def eval_images(self) -> EvalImages:
         """The evaluation images of ``eval_set`` (original and pooled: the same images)."""
         if self._eval is None:
@@ -278,6 +385,7 @@ class Resolver:
             pooled={s: self.pooled(s) for s in POOLED_RUN_SUBSETS},
             models={m: self.entry(m) for m in self.cfg.models},
             resolver=self,
+            world_size=self.world_size,
         )
 
 
@@ -304,7 +412,8 @@ def resolve_inputs(
     archs = archs or (resolver.archs if resolver else resolve_archs(cfg))
     if cfg.world is not None:
         archs = world_archs(cfg, archs)
-        resolver = Resolver(cfg, archs, world_sources(cfg, archs, out, sync, progress))
+        world = world_sources(cfg, archs, out, sync, progress)
+        resolver = Resolver(cfg, archs, world, world_config(cfg).image_size)
     elif resolver is None:
         resolver = user_resolver(cfg, archs)
         if resolver is None:

@@ -18,10 +18,14 @@ each rank trains its own runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
+import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,12 +35,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from benchmarks.harness import (
+    StageError,
     Sync,
     claim_folder,
     deal,
     execute,
     one_at_a_time,
-    rank0_first,
     write_config,
 )
 from benchmarks.vision.checks import check_config, require_inputs
@@ -55,11 +59,14 @@ from benchmarks.vision.models import replace_head
 from benchmarks.vision.stages import (
     NUM_CLASSES,
     adapted_model,
+    choose_penalty,
+    control_subnetwork,
     discovery_jobs,
     find_subnetwork,
     subnetwork_warnings,
 )
 from benchmarks.vision.strategies import STRATEGIES, StrategyInputs
+from benchmarks.vision.timing import start_timings, timed, timed_job
 from benchmarks.vision.training import train_run
 from subind.io import save_state_dict, write_json_atomic
 from subind.runtime import dist_env, init_distributed, resolve_device
@@ -164,7 +171,8 @@ def run_strategy(
     start = time.perf_counter()
     rank, world = (sync.rank, sync.world) if ddp else (0, 1)
     device = resolve_device(cfg.device)
-    net, fields = _trained(cfg, run, stages, out, device, rank, world, progress)
+    with timed(out, sync.rank, "train", run.model, run.strategy):
+        net, fields = _trained(cfg, run, stages, out, device, rank, world, progress)
     strat = STRATEGIES.get(run.strategy)
     record = {
         "experiment": EXPERIMENT,
@@ -180,19 +188,21 @@ def run_strategy(
     }
     if rank == 0:  # with slice, every rank evaluates its own runs
         transforms = transfer_transforms(stages.entry.arch, cfg.transfer_transforms)
-        record.update(evaluate_model(
-            net,
-            stages.entry.arch,
-            images=inputs.eval_images(),
-            cue_conflict_dir=inputs.sources.cue_conflict_dir,
-            mapping=inputs.mapping if strat.uses_mapping else None,
-            out_dir=out,
-            tag=run.tag(),
-            cfg=EvalConfig(batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
-                           device=str(device)),
-            transform=transforms.eval,
-            cue_transform=transforms.cue_conflict,
-        ))  # fmt: skip
+        with timed(out, sync.rank, "evaluate", run.model, run.strategy):
+            record.update(evaluate_model(
+                net,
+                stages.entry.arch,
+                images=inputs.eval_images(),
+                cue_conflict_dir=inputs.sources.cue_conflict_dir,
+                mapping=inputs.mapping if strat.uses_mapping else None,
+                out_dir=out,
+                tag=run.tag(),
+                cfg=EvalConfig(batch_size=cfg.eval_batch_size, workers=cfg.loader_workers,
+                               device=str(device)),
+                transform=transforms.eval,
+                cue_transform=transforms.cue_conflict,
+                ready=inputs.ready_images(run.model, cfg),
+            ))  # fmt: skip
     if ddp:
         sync.wait(f"evaluated-{run.tag()}")  # the next DDP run starts with every rank there
     record["wall_seconds"] = time.perf_counter() - start
@@ -210,32 +220,54 @@ def prepare(
     def adapt(m: str):
         return lambda p: adapted_model(cfg, inputs.models[m], data[m], out, p)
 
-    deal(sync, [adapt(m) for m in cfg.models], progress, "adapted")
+    r = sync.rank
+    deal(sync, [timed_job(adapt(m), out, r, "adaptation", m) for m in cfg.models], progress,
+         "adapted")  # fmt: skip
     adapted = {m: adapt(m)(False) for m in cfg.models}
     jobs = [
-        job
+        timed_job(job, out, r, "discovery", m, str(i))
         for m in cfg.models
-        for job in discovery_jobs(cfg, inputs.models[m], adapted[m][0], data[m], out)
+        for i, job in enumerate(discovery_jobs(cfg, inputs.models[m], adapted[m][0], data[m], out))
     ]
     deal(sync, jobs, progress, "discovered")
+    # Figure 11's control at the lambda chosen after discovery (transfer_penalty none): dealt
+    # too, so that no rank waits while another computes it
+    controls = []
+    for m in cfg.models:
+        if cfg.random_init_control and cfg.transfer_penalty is None:
+            entry, base = inputs.models[m], adapted[m][0]
+            found = [job(False) for job in discovery_jobs(cfg, entry, base, data[m], out)]
+            lam = choose_penalty(cfg, dict(zip(cfg.penalties, found, strict=False)))
+            control = lambda p, e=entry, d=data[m], lam=lam: control_subnetwork(  # noqa: E731
+                cfg, e, d, lam, out, p)  # fmt: skip
+            controls.append(timed_job(control, out, r, "control", m))
+    deal(sync, controls, progress, "controls")
     stages = {}
     for m in cfg.models:
         net, meta = adapted[m]
         entry = inputs.models[m]
-        found = rank0_first(
-            sync,
-            lambda p, e=entry, net=net, meta=meta, d=data[m]: find_subnetwork(
-                cfg, e, net, meta, d, out, p
-            ),
-            progress,
-            f"subnetworks-{m}",
-        )  # the random-init control of the most accurate lambda, when it was not dealt
+        found = find_subnetwork(cfg, entry, net, meta, data[m], out, False)  # all cached now
         pretrained = entry.pretrained.model.to(device).eval()
         stages[m] = Stages(entry, pretrained, net, meta, *found, data[m])
         if sync.rank == 0:
             for warning in stages[m].warnings():
                 print(f"warning: {warning}", flush=True)
     return stages
+
+
+@contextlib.contextmanager
+def _all_cores(cfg: Table1Config, sync: Sync) -> Iterator[None]:
+    """With local workers (``workers``), rank 0 takes every worker's threads while it computes
+    a stage the others only wait for."""
+    if sync.rank != 0 or cfg.workers <= 1 or sync.world <= 1:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(before * cfg.workers)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_table1(
@@ -247,6 +279,7 @@ def run_table1(
     archs = check_config(cfg, dist_env()[1])
     rank, world = init_distributed(timeout=datetime.timedelta(seconds=cfg.dist_timeout_s))
     sync = Sync.start(out, rank, world)
+    start_timings(out, rank)
     resolver = None
     if rank == 0:  # every input, before the first training step; printed and recorded
         resolver = user_resolver(cfg, archs)
@@ -256,7 +289,8 @@ def run_table1(
             print(f"{'warning' if c.warning else 'input'}: {c.line()}", flush=True)
         write_json_atomic(out / "inputs.json", [dataclasses.asdict(c) for c in checks])
     sync.wait("inputs checked")
-    inputs = resolve_inputs(cfg, out, sync, progress, resolver, archs)
+    with _all_cores(cfg, sync):  # the world and its pretraining: rank 0 alone, the others wait
+        inputs = resolve_inputs(cfg, out, sync, progress, resolver, archs)
     if rank == 0:
         write_config(out, EXPERIMENT, preset, cfg)
         if inputs.sources.cue_conflict_dir is not None:  # said once, not once per model
@@ -277,3 +311,32 @@ def run_table1(
         slice_runs=not ddp,
     )
     return records, stages
+
+
+def run_table1_workers(cfg: Table1Config, out: Path, preset: str | None, progress: bool) -> None:
+    """Run table1 in ``cfg.workers`` local processes, as ``torchrun --standalone
+    --nproc_per_node=WORKERS`` would (``benchmarks.vision.worker``; the CPU cores shared out
+    among them); rank 0 writes the reports. StageError (one line) when a worker fails (its own
+    line says why, above)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    path = out / ".workers" / "config.json"
+    write_json_atomic(path, {"config": dataclasses.asdict(cfg), "out": str(out),
+                             "preset": preset, "progress": progress})  # fmt: skip
+    threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=cfg.workers,
+                          run_id=f"table1-{os.getpid()}", rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)  # fmt: skip
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # each worker's torch threads
+    try:
+        elastic_launch(launch, sys.executable)("-m", "benchmarks.vision.worker", str(path))
+    except ChildFailedError:
+        raise StageError(f"a table1 worker failed (its error is above); {out} keeps what the "
+                         "others finished: rerun to resume") from None  # fmt: skip
+    finally:
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = old

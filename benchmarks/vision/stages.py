@@ -36,12 +36,9 @@ from torch.utils.data import Dataset
 from benchmarks.harness import StageError
 from benchmarks.vision.config import ADAPT_KEYS, DISCOVERY_KEYS, Table1Config
 from benchmarks.vision.data import (
-    FileImages,
     ImageSets,
     epoch_loader,
-    eval_transform,
     in_order,
-    train_transform,
 )
 from benchmarks.vision.evaluate import accuracy
 from benchmarks.vision.inputs import ModelEntry
@@ -103,11 +100,11 @@ def adapt_train_config(cfg: Table1Config, family: str, steps: int) -> TrainConfi
     )
 
 
-def selection_set(cfg: Table1Config, data: ImageSets, transform: Any) -> Dataset:
+def selection_set(cfg: Table1Config, data: ImageSets) -> Dataset:
     """The images a best epoch is chosen on (``select_on``): the evaluation subset (held out of
     training), or ImageNet's val split (the released code's choice: the images Table 1 reports)."""
     items = data.evaluation_items if cfg.select_on == "evaluation" else data.val_items
-    return FileImages(data.root, [(it.rel, it.label) for it in items], transform)
+    return data.originals(items, False)
 
 
 def _train_head(
@@ -121,8 +118,7 @@ def _train_head(
     head = net.get_submodule(arch.head)
     set_head(net, arch, nn.Identity())
     train_x, train_y = _features(net.eval(), images, device, bs, w)
-    select = selection_set(cfg, data, eval_transform(arch))
-    eval_x, eval_y = _features(net, select, device, bs, w)
+    eval_x, eval_y = _features(net, selection_set(cfg, data), device, bs, w)
     set_head(net, arch, head)
     n, batch = len(train_y), cfg.per_family("adapt_batch_size", entry.family)
 
@@ -151,8 +147,8 @@ def _train_whole(
         p.requires_grad_(True)
     batch = cfg.per_family("adapt_batch_size", entry.family)
     loader = epoch_loader(images, batch, cfg.index_seed, cfg.loader_workers)
-    steps = cfg.per_family("adapt_epochs", entry.family) * len(loader.loader)
-    select = selection_set(cfg, data, eval_transform(arch))
+    steps = cfg.per_family("adapt_epochs", entry.family) * len(loader)
+    select = selection_set(cfg, data)
     evaluate = lambda m: accuracy(m, select, device, cfg.eval_batch_size, cfg.loader_workers)  # noqa: E731
     return fit(net, loader, ce_loss(device), evaluate, adapt_train_config(cfg, entry.family, steps),
                desc=f"adapt {arch.name}", progress=progress)  # fmt: skip
@@ -174,8 +170,7 @@ def adapted_model(
     which = cfg.per_family("adapt_images", entry.family)
     items = data.discovery_items if which == "discovery" else data.train_items
     mode = cfg.adapt(entry.family)
-    transform = eval_transform(arch) if mode == "head" else train_transform(arch)
-    images = FileImages(data.root, [(it.rel, it.label) for it in items], transform)
+    images = data.originals(items, mode != "head")  # head: features of unaugmented images
     train = _train_head if mode == "head" else _train_whole
     result = train(cfg, net, entry, images, data, progress)
     for p in net.parameters():
@@ -282,11 +277,11 @@ def discovery_jobs(
         for lam in cfg.penalties
     ]
     if cfg.random_init_control and cfg.transfer_penalty is not None:
-        jobs.append(lambda p: _control(cfg, entry, data, cfg.transfer_penalty, out, p))
+        jobs.append(lambda p: control_subnetwork(cfg, entry, data, cfg.transfer_penalty, out, p))
     return jobs
 
 
-def _control(
+def control_subnetwork(
     cfg: Table1Config, entry: ModelEntry, data: ImageSets, lam: float, out: Path, progress: bool
 ) -> Subnetwork:
     """Figure 11's control: discovery on a randomly initialised model of the architecture.
@@ -365,6 +360,8 @@ def find_subnetwork(
     whole = adapted_meta["pooled_evaluation_accuracy"]
     require_gain(cfg, entry, best_lam, best, whole, out / model / "subnetworks")
     control = (
-        _control(cfg, entry, data, best_lam, out, progress) if cfg.random_init_control else None
+        control_subnetwork(cfg, entry, data, best_lam, out, progress)
+        if cfg.random_init_control
+        else None
     )
     return best, found, control

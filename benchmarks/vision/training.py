@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from benchmarks.vision.config import Table1Config
 from benchmarks.vision.data import ImageSets, epoch_loader
+from benchmarks.vision.decode import DeviceDecoded, EncodedImages, encoded_batch
 from benchmarks.vision.evaluate import accuracy
 from benchmarks.vision.grid import Run
 from benchmarks.vision.inputs import ModelEntry
@@ -114,6 +116,21 @@ def class_weights(labels: list[int], num_classes: int = NUM_CLASSES) -> torch.Te
     return (w / w.norm()).float()
 
 
+def train_loader(
+    cfg: Table1Config, train_set: Dataset, batch: int, seed: int, rank: int, world: int,
+    device: torch.device,
+) -> Callable[[int], Any]:  # fmt: skip
+    """``epoch -> batches`` of ``train_set``: read and transformed by the data loader's
+    workers, or (``image_decoding="device"``, with the released transforms) decoded and
+    transformed on ``device`` (benchmarks.vision.decode)."""
+    if cfg.image_decoding == "device":
+        encoded = EncodedImages.of(train_set)
+        epochs = epoch_loader(encoded, batch, seed, cfg.loader_workers, rank, world,
+                              collate=encoded_batch)  # fmt: skip
+        return DeviceDecoded(epochs, device)
+    return epoch_loader(train_set, batch, seed, cfg.loader_workers, rank, world)
+
+
 def loss_weights(cfg: Table1Config, train_set: Dataset) -> torch.Tensor | None:
     """The cross-entropy's class weights for ``train_set`` (``class_weighted_loss``), or None."""
     return class_weights(dataset_labels(train_set)) if cfg.class_weighted_loss else None
@@ -149,9 +166,9 @@ def train_run(
         }
 
     torch.manual_seed(seed)
-    loader = epoch_loader(train_set, rank_batch(r.batch_size, run.model, world), seed,
-                          cfg.loader_workers, rank, world)  # fmt: skip
-    tc = train_config(r, len(loader.loader), ckpt, cfg.amp, ddp=world > 1)
+    batch = rank_batch(r.batch_size, run.model, world)
+    loader = train_loader(cfg, train_set, batch, seed, rank, world, device)
+    tc = train_config(r, len(loader), ckpt, cfg.amp, ddp=world > 1)
     result = fit(ddp_ready(cfg, net, device, world), loader, ce_loss(device, weight), evaluate,
                  tc, desc=tag, progress=progress)  # fmt: skip
     shutil.rmtree(ckpt, ignore_errors=True)

@@ -62,6 +62,17 @@ MASK = _result(
            naive_ratio=(1.4, "x")),
 )  # fmt: skip
 
+LOADER = _result(
+    "loader",
+    Row("pil", "path", {"cores": Field(1, "cores"), "images_per_s": Field(250.0, "images/s"),
+                        "images_per_s_per_core": Field(250.0, "images/s")}),
+    Row("device-cuda", "path", {"cores": Field(1, "cores"),
+                                "images_per_s": Field(9000.0, "images/s"),
+                                "images_per_s_per_core": Field(9000.0, "images/s")}),
+    Row("projection", "projection", {"cores_per_gpu": Field(16, "cores"),
+                                     "images_per_s_per_gpu": Field(4000.0, "images/s")}),
+)  # fmt: skip
+
 
 def _write(out: Path, step: str, data=None, rc: int = 0, log: str = "done") -> None:
     if data is not None:
@@ -230,7 +241,8 @@ def test_vision_step_rows_give_every_setting_projection_and_assumption():
 def test_table_has_a_row_per_step_from_every_steps_output(tmp_path):
     mod = _collector()
     for step, data in (("meanpool_float32", MEANPOOL), ("meanpool_bfloat16", MEANPOOL),
-                       ("sweep", SWEEP), ("mask_step", MASK), ("vision_step", VISION)):  # fmt: skip
+                       ("sweep", SWEEP), ("mask_step", MASK), ("loader", LOADER),
+                       ("vision_step", VISION)):  # fmt: skip
         _write(tmp_path, step, data)
     table1 = [_record("r/si/inherit"), _record("r/scratch/reinit")]
     table1[1]["cue_conflict"]["shape_bias"] = None  # no shape or texture decision: defined
@@ -245,6 +257,8 @@ def test_table_has_a_row_per_step_from_every_steps_output(tmp_path):
     assert (
         "| vision training step (s/step, images/s); Table 1 projected | resnet18 batch 128" in text
     )
+    assert "pil: 250.00 images/s on 1.00 cores; 250.00 images/s per core" in text
+    assert "one GPU's loader (16.00 cores, PIL): 4000.00 images/s" in text
     assert (
         "| subind-bench run table1 --preset tiny, cuda, amp bf16 | 2 records (the run reported "
         "2), every metric present and finite; device cuda; amp bf16; wall time 12 s; "
@@ -399,13 +413,14 @@ def test_script_runs_every_step_and_prints_one_table(tmp_path, stand_in_python):
     limits, _ = _limits()
     assert {p.stem for p in out.glob("*.rc")} == set(limits) - {"env", "table"}
     assert "--load realistic --dtype bfloat16 --n-images 3 --warmup 1" in res.stdout
-    assert "== vision_step (limit 105s): " in res.stdout
+    assert f"== vision_step (limit {limits['vision_step']}s): " in res.stdout
+    assert "--loader-json" in res.stdout and f"== loader (limit {limits['loader']}s): " in res.stdout
     assert "run table1 --preset tiny --device cuda --set amp=bf16" in res.stdout
     assert "run fig3 --preset tiny --device cuda --batch-runs 0" in res.stdout
     assert "budget 600s" in res.stdout
     table = (out / "table.md").read_text()
     assert table in res.stdout
-    assert table.count("failed: exit 3: RuntimeError: no CUDA on benchmarks.speed.") == 3
+    assert table.count("failed: exit 3: RuntimeError: no CUDA on benchmarks.speed.") == 4
     assert "failed: exit 3: RuntimeError: no CUDA on benchmarks.cli run table1" in table
     assert not (out / "table1_tiny").exists() and not (out / "sweep.json").exists()
     assert "2 layers: plain 6.00 ms/step; mask 7.20 ms/step; ratio 1.20x" in table

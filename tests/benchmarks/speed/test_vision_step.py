@@ -170,3 +170,21 @@ def test_cli_projects_a_preset_from_the_batches_it_times(tmp_path):
 def test_bad_input_is_a_usage_error_naming_the_fix(args, message):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_the_projection_takes_the_slower_of_the_model_step_and_the_loader():
+    from benchmarks.speed.vision_step import ProjectionAssumptions, _projections
+
+    cfg = dataclasses.replace(PAPER, models=("resnet18",), steps=100, selection="random",
+                              discovery_per_class=10, mixture_recipe="transfer")  # fmt: skip
+    results = [{"arch": "resnet18", "batch": b, "dtype": "fp32", "s_per_step": 0.1}
+               for b in (128, 16, 32)]  # fmt: skip
+    fast = _projections(results, [("paper", cfg)], ["fp32"], ProjectionAssumptions())[0]
+    # a loader of 640 images/s: a 128-image batch takes 0.2 s, a 32-image one 0.05 s
+    slow = _projections(results, [("paper", cfg)], ["fp32"],
+                        ProjectionAssumptions(images_per_s=640.0))[0]  # fmt: skip
+    train_fast, train_slow = (p["models"]["resnet18"]["train_hours"] for p in (fast, slow))
+    assert train_slow == pytest.approx(2 * train_fast)  # the loader sets the pace
+    disc_fast, disc_slow = (p["models"]["resnet18"]["discovery_hours"] for p in (fast, slow))
+    assert disc_slow == pytest.approx(disc_fast)  # 0.1 s > 32 / 640: the model step does
+    assert slow["loader_images_per_s"] == 640.0 and fast["loader_images_per_s"] is None

@@ -129,17 +129,17 @@ PROBES = {
     "adapt_batch_size_resnet": (8, lambda cfg, c: _adapted(cfg, c, "resnet")[1]["steps"]),
     "adapt_batch_size_vit": (8, lambda cfg, c: _adapted(cfg, c, "vit")[1]["steps"]),
     "select_on": ("val", lambda cfg, c: frozenset(
-        stages.selection_set(cfg, c.inputs.image_sets(MODELS["resnet"], cfg), None).items)),
+        stages.selection_set(cfg, c.inputs.image_sets(MODELS["resnet"], cfg)).sources)),
     "discovery_optimizer": ("adam",
                             lambda cfg, c: stages.discovery_config(cfg, "vit", 1).optimizer),
     "discovery_epochs_resnet": (3, lambda cfg, c: stages.discovery_config(cfg, "resnet", 1).epochs),
     "discovery_epochs_vit": (3, lambda cfg, c: stages.discovery_config(cfg, "vit", 1).epochs),
     "discovery_batch_size_resnet": (8, lambda cfg, c: len(stages.discovery_loader(
-        cfg, "resnet", c.inputs.image_sets(MODELS["resnet"], cfg)).loader)),
+        cfg, "resnet", c.inputs.image_sets(MODELS["resnet"], cfg)))),
     "discovery_batch_size_vit": (8, lambda cfg, c: len(stages.discovery_loader(
-        cfg, "vit", c.inputs.image_sets(MODELS["vit"], cfg)).loader)),
+        cfg, "vit", c.inputs.image_sets(MODELS["vit"], cfg)))),
     "discovery_augment": ("train", lambda cfg, c: repr(
-        c.inputs.image_sets(MODELS["resnet"], cfg).pooled_discovery.transform)),
+        c.inputs.image_sets(MODELS["resnet"], cfg).pooled_discovery.augment)),
     "mask_init": (0.5, lambda cfg, c: stages.discovery_config(cfg, "vit", 1).mask_init),
     "beta_schedule": ("reaches-final",
                       lambda cfg, c: stages.discovery_config(cfg, "vit", 1).beta_schedule),

@@ -110,12 +110,12 @@ def test_training_images_are_disjoint_from_evaluation_and_val(tiny_run):
     n_orig = len(data.train)
     assert len(mixed) == n_orig + len(data.pooled_discovery)
     epochs = epoch_loader(mixed, batch_size=1, seed=0, workers=0)
-    epochs(0)
-    idx = list(epochs.loader.sampler)  # the order of epoch 0
+    idx = epochs.indices(0).tolist()  # the order of epoch 0 (the world's images as tensors)
     assert sorted(idx) == list(range(len(mixed)))
     assert sum(i >= n_orig for i in idx) == 16 * 3
+    assert len(list(epochs(0))) == len(mixed)  # every image drawn
     assert len(training_set(data, pooled_in_training=False)) == n_orig
-    mixture_pooled = set(mixed.datasets[1].sources)
+    mixture_pooled = set(mixed.sources[n_orig:])
     assert mixture_pooled == {it.rel for it in data.discovery_items}
     assert not mixture_pooled & set(data.pooled_evaluation.sources)  # the pooled curve's images
     assert not {it.rel for it in data.train_items} & set(data.pooled_evaluation.sources)
@@ -319,3 +319,24 @@ def test_a_classifier_that_cannot_take_the_worlds_images_is_refused_before_work(
     assert res.exit_code == 1
     assert res.output.strip().splitlines()[-1].startswith("error: models on the synthetic world:")
     assert not (tmp_path / "world").exists()
+
+
+def test_two_local_workers_give_the_records_of_one_process(tmp_path):
+    """--set workers=2 deals stages and runs to two processes (one thread each here, as the
+    in-process run): every record is the one process's, wall times and provenance aside."""
+    args = ["run", "table1", "--preset", "tiny", "--models", "resnet18-mini", "--strategies",
+            "scratch,subtask-induction", "--unmasked", "inherit", "--seeds", "0,1",
+            "--no-progress"]  # fmt: skip
+    one = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    two = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "two"), "--set", "workers=2"])
+    assert two.exit_code == 0, two.output
+    assert "| resnet18-mini | subtask-induction | inherit | 2 |" in two.output
+
+    def strip(r):
+        return {k: v for k, v in r.items() if k not in ("wall_seconds", "provenance")}
+
+    a = {r["key"]: strip(r) for r in read_jsonl(tmp_path / "one" / "results.jsonl")}
+    b = {r["key"]: strip(r) for r in read_jsonl(tmp_path / "two" / "results.jsonl")}
+    assert len(a) == 4 and a == b
+
