@@ -414,7 +414,9 @@ def test_script_runs_every_step_and_prints_one_table(tmp_path, stand_in_python):
     assert {p.stem for p in out.glob("*.rc")} == set(limits) - {"env", "table"}
     assert "--load realistic --dtype bfloat16 --n-images 3 --warmup 1" in res.stdout
     assert f"== vision_step (limit {limits['vision_step']}s): " in res.stdout
-    assert "--loader-json" in res.stdout and f"== loader (limit {limits['loader']}s): " in res.stdout
+    assert (
+        "--loader-json" in res.stdout and f"== loader (limit {limits['loader']}s): " in res.stdout
+    )
     assert "run table1 --preset tiny --device cuda --set amp=bf16" in res.stdout
     assert "run fig3 --preset tiny --device cuda --batch-runs 0" in res.stdout
     assert "budget 600s" in res.stdout

@@ -339,4 +339,3 @@ def test_two_local_workers_give_the_records_of_one_process(tmp_path):
     a = {r["key"]: strip(r) for r in read_jsonl(tmp_path / "one" / "results.jsonl")}
     b = {r["key"]: strip(r) for r in read_jsonl(tmp_path / "two" / "results.jsonl")}
     assert len(a) == 4 and a == b
-
