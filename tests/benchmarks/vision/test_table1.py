@@ -14,6 +14,7 @@ from benchmarks.vision.data import epoch_loader, split_items, training_set
 from benchmarks.vision.grid import plan_runs
 from benchmarks.vision.inputs import resolve_inputs
 from benchmarks.vision.models import ARCHS
+from benchmarks.vision.timing import read_timings
 from meanpool.imagenet import Item
 from subind.io import read_jsonl
 
@@ -339,3 +340,8 @@ def test_two_local_workers_give_the_records_of_one_process(tmp_path):
     a = {r["key"]: strip(r) for r in read_jsonl(tmp_path / "one" / "results.jsonl")}
     b = {r["key"]: strip(r) for r in read_jsonl(tmp_path / "two" / "results.jsonl")}
     assert len(a) == 4 and a == b
+    # two processes did the work: each rank timed its own share of the runs
+    trained = {r: [t for t in read_timings(tmp_path / "two") if t["rank"] == r
+                   and t["stage"] == "train"] for r in (0, 1)}  # fmt: skip
+    assert trained[0] and trained[1] and len(trained[0]) + len(trained[1]) == 4
+    assert not (tmp_path / "one" / "timings" / "rank1.jsonl").exists()
