@@ -315,9 +315,7 @@ class Resolver:
         aug = Augment.of(arch)
 
         def of(key: str, dataset: Any, augment: Augment | None) -> ImageTensors:
-            shared = self.decoded(key, dataset)
-            return ImageTensors(shared.images, shared.label_tensor, p.mean, p.std, augment,
-                                shared.sources)  # fmt: skip
+            return self.decoded(key, dataset).normalised(p.mean, p.std, augment)
 
         train = of("train", sets.train, aug)
         evaluation = of("evaluation", sets.evaluation, None)
@@ -354,9 +352,7 @@ class Resolver:
         p = arch.resolved_preprocessing
 
         def of(key: str, dataset: Any) -> ImageTensors:
-            shared = self.decoded(key, dataset)
-            return ImageTensors(shared.images, shared.label_tensor, p.mean, p.std, None,
-                                shared.sources)  # fmt: skip
+            return self.decoded(key, dataset).normalised(p.mean, p.std)
 
         cue = None
         if cue_conflict_dir is not None:

@@ -103,6 +103,12 @@ class ImageTensors(Dataset):
         x, y = self.batch(torch.tensor([i]))
         return x[0], int(y[0])
 
+    def normalised(
+        self, mean: Sequence[float], std: Sequence[float], augment: Augment | None = None
+    ) -> ImageTensors:
+        """The same images (shared) under another normalisation and augmentation."""
+        return ImageTensors(self.images, self.label_tensor, mean, std, augment, self.sources)
+
     def with_augment(self, augment: Augment | None) -> ImageTensors:
         """The same images (shared) with another augmentation (None: evaluation)."""
         other = copy.copy(self)
