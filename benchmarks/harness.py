@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,6 +164,25 @@ class Sync:
                                  f"ranks ({self.folder}); did a rank stop?")  # fmt: skip
             time.sleep(self.POLL_S)
 
+    def claim(self, job: str) -> bool:
+        """Whether this rank takes ``job`` before the next :meth:`wait`: the first rank to ask
+        does (an exclusive create of ``claims/<point>-<job>`` in this launch's folder, atomic on
+        a local or NFS file system), so jobs go to whichever rank comes free first. Job names
+        must be unique between two waits; a single process takes every job."""
+        if self.world <= 1:
+            return True
+        folder = self.folder / "claims"
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(
+                folder / f"{self._points + 1:04d}-{job}", os.O_CREAT | os.O_EXCL | os.O_WRONLY
+            )
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(f"rank{self.rank}\n")
+        return True
+
 
 SINGLE = Sync(Path("."), 0, 1)  # a single process: nobody to wait for
 
@@ -178,18 +198,31 @@ def rank0_first(sync: Sync, stage: Callable[[bool], T], progress: bool, name: st
 
 
 def deal(sync: Sync, jobs: Sequence[Callable[[bool], Any]], progress: bool, name: str) -> None:
-    """Cached stage jobs dealt to ranks: rank r runs jobs r, r + world, ... (each computes and
-    caches its output, or finds it cached); returns once every job is done on every rank, so
-    that any rank can then load any job's output. A single process runs them all in order."""
-    for job in jobs[sync.rank :: sync.world]:
-        job(progress)
+    """Cached stage jobs dealt to ranks as they come free: each rank takes the next job in
+    order that no rank has claimed (:meth:`Sync.claim`; each job computes and caches its
+    output, or finds it cached); returns once every job is done on every rank, so that any rank
+    can then load any job's output. A single process runs them all in order."""
+    for i, job in enumerate(jobs):
+        if sync.claim(f"{name}-{i}"):
+            job(progress)
     sync.wait(name)
 
 
-def pending(runs: Sequence[R], key: Callable[[R], str], results_path: Path) -> list[R]:
-    """The runs whose key is not yet in ``results_path``, in plan order."""
-    done = {r["key"] for r in read_jsonl(results_path)}
+def pending(runs: Sequence[R], key: Callable[[R], str], results_path: Path, *more: Path) -> list[R]:
+    """The runs whose key is not yet in ``results_path`` (or in ``more`` files), in plan
+    order."""
+    done = {r["key"] for path in (results_path, *more) for r in read_jsonl(path)}
     return [r for r in runs if key(r) not in done]
+
+
+def _claimed_units(sync: Sync, units: list[list[R]]) -> Iterator[list[R]]:
+    """The units this rank claims, lazily: each is claimed as the rank comes free for it."""
+    return (u for i, u in enumerate(units) if sync.claim(f"unit-{i}"))
+
+
+def _records_written(out: Path) -> int:
+    """How many records the ranks' files hold (every rank's progress, for rank 0's bar)."""
+    return sum(len(read_jsonl(p)) for p in out.glob("results.rank*.jsonl"))
 
 
 def _my_units(
@@ -215,6 +248,8 @@ def execute(
     desc: str = "runs",
     slice_runs: bool = True,
     postfix: Callable[[dict[str, Any]], str] | None = None,
+    claimed: bool = False,
+    cost: Callable[[list[R]], float] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every pending run of ``runs``, append its record to ``out/results.jsonl`` and return
     the records of all of ``runs`` (finished earlier or now), in file order.
@@ -227,27 +262,46 @@ def execute(
     Every record is stamped with ``config_digest`` (the settings its key depends on) and the
     commit and package versions that produced it. With ``world > 1`` and ``slice_runs`` each
     rank takes every world-th unit and writes ``results.rank{r}.jsonl`` (a resumed rank skips
-    what it already wrote); rank 0 merges them once every rank is done. With ``slice_runs=False`` every
-    rank runs every unit together (e.g. DDP inside each run) and rank 0 alone writes.
+    what it already wrote); rank 0 merges them once every rank is done. With
+    ``slice_runs=False`` every rank runs every unit together (e.g. DDP inside each run) and
+    rank 0 alone writes.
+
+    With ``claimed`` (and slicing) the units are not dealt in advance: each rank claims the
+    next unclaimed one when it comes free (:meth:`Sync.claim`), the costliest first when
+    ``cost(unit)`` is given, so that ranks finish together however the units' lengths differ;
+    ``run_units`` must then take its units lazily (as :func:`one_at_a_time` does). A resumed
+    launch skips the runs any rank's file holds.
     """
     rank, world = sync.rank, sync.world
     results_path = out / "results.jsonl"
-    units = (plan_units or (lambda todo: [[r] for r in todo]))(pending(runs, key, results_path))
-    sync.wait("planned")  # every rank planned before any rank writes
     sliced = world > 1 and slice_runs
+    claimed = claimed and sliced
+    leftovers = sorted(out.glob("results.rank*.jsonl")) if claimed else []
+    todo = pending(runs, key, results_path, *leftovers)
+    units = (plan_units or (lambda todo: [[r] for r in todo]))(todo)
+    before = _records_written(out) if claimed else 0  # read before any rank writes
+    sync.wait("planned")  # every rank planned before any rank writes
     my_path = out / f"results.rank{rank}.jsonl" if sliced else results_path
-    if sliced:
-        units = _my_units(units, key, my_path, rank, world)
+    total = sum(map(len, units))  # claimed: every rank's runs, which the bar counts
+    if claimed:
+        if cost is not None:
+            units = sorted(units, key=cost, reverse=True)  # stable: plan order among equals
+        mine: Iterable[list[R]] = _claimed_units(sync, units)
+    else:
+        mine = _my_units(units, key, my_path, rank, world) if sliced else units
+        total = sum(map(len, mine))
     writer = rank == 0 or sliced
     stamp = {"config_digest": config_digest, "provenance": record_stamp()}
-    bar = tqdm(
-        total=sum(map(len, units)), desc=f"{desc} (rank {rank})", disable=not (progress and writer)
-    )
-    for rec in run_units(units):
+    bar = tqdm(total=total, desc=f"{desc} (rank {rank})", disable=not (progress and writer))
+    for rec in run_units(mine):  # type: ignore[arg-type]  # claimed: a lazy iterable
         rec.update(stamp)
         if writer:
             append_jsonl(my_path, rec)
-        bar.update(1)
+        if claimed:
+            bar.n = _records_written(out) - before
+            bar.refresh()
+        else:
+            bar.update(1)
         if postfix is not None:
             bar.set_postfix_str(postfix(rec))
     bar.close()

@@ -67,7 +67,7 @@ from benchmarks.vision.stages import (
 )
 from benchmarks.vision.strategies import STRATEGIES, StrategyInputs
 from benchmarks.vision.timing import start_timings, timed, timed_job
-from benchmarks.vision.training import train_run
+from benchmarks.vision.training import run_cost, train_run
 from subind.io import save_state_dict, write_json_atomic
 from subind.runtime import dist_env, init_distributed, resolve_device
 from subind.subnetwork import Subnetwork
@@ -309,8 +309,19 @@ def run_table1(
         progress=progress,
         desc="table1 runs",
         slice_runs=not ddp,
+        claimed=True,  # with slice: each rank takes the costliest run left when it comes free
+        cost=lambda unit: sum(_cost(cfg, r, stages[r.model]) for r in unit),
     )
     return records, stages
+
+
+def _cost(cfg: Table1Config, run: Run, stages: Stages) -> int:
+    """:func:`run_cost` of ``run``, its training images counted in its model's image sets."""
+    data = stages.data  # what training_set would join, counted without joining it
+    images = len(data.train)
+    if STRATEGIES.get(run.strategy).pooled_in_training:
+        images += len(data.pooled_training)
+    return run_cost(cfg, run, stages.entry.family, images)
 
 
 def run_table1_workers(cfg: Table1Config, out: Path, preset: str | None, progress: bool) -> None:

@@ -63,6 +63,17 @@ def recipe(cfg: Table1Config, kind: str, family: str) -> Recipe:
                   cfg.batch_size(family), steps, None, min(cfg.eval_every, steps), "evaluation")  # fmt: skip
 
 
+def run_cost(cfg: Table1Config, run: Run, family: str, train_images: int) -> int:
+    """The images ``run`` trains on (its recipe's steps x batch, or epochs over
+    ``train_images``; 0 for an untrained strategy): the order in which local workers take the
+    runs, the costliest first, so that they finish together."""
+    strat = STRATEGIES.get(run.strategy)
+    if not strat.trains:
+        return 0
+    r = recipe(cfg, strat.recipe, family)
+    return r.steps * r.batch_size if r.steps is not None else r.epochs * train_images
+
+
 def rank_batch(batch: int, model: str, world: int) -> int:
     """Each DDP rank's share of the global ``batch`` (the paper's 128 / 512 are global);
     ValueError (one line) when it does not split over ``world`` ranks."""

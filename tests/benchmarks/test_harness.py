@@ -107,8 +107,11 @@ def test_sync_waits_without_a_timeout_of_its_own_and_deal_splits_jobs(tmp_path):
 
     out = _ranks(tmp_path, 2, body)
     assert out[0] == out[1] == [0, 1, 2, 3, 4]
-    marks = sorted(p.name for p in (tmp_path / "sync").iterdir())
+    assert sorted(done) == [0, 1, 2, 3, 4]  # each job ran once, on one rank
+    marks = sorted(p.name for p in (tmp_path / "sync").iterdir() if p.is_file())
     assert marks == ["0001-jobs.rank0", "0001-jobs.rank1"]
+    claims = sorted(p.name for p in (tmp_path / "sync" / "claims").iterdir())
+    assert claims == [f"0001-jobs-{i}" for i in range(5)]
     slow = Sync(tmp_path / "lonely", 0, 2, max_wait_s=0.2)  # rank 1 never comes
     with pytest.raises(StageError, match="for the other ranks"):
         slow.wait("nobody")
@@ -147,3 +150,54 @@ def test_units_are_planned_over_pending_runs_and_may_come_back_in_any_order(tmp_
         "k1",
         "k3",
     ]
+
+
+def test_a_claim_goes_to_the_first_rank_that_asks_once_per_point(tmp_path):
+    a, b = Sync(tmp_path, 0, 2), Sync(tmp_path, 1, 2)
+    assert a.claim("job") and not b.claim("job") and not a.claim("job")
+    assert b.claim("other")
+    assert (tmp_path / "claims" / "0001-job").read_text() == "rank0\n"
+    assert SINGLE.claim("job") and SINGLE.claim("job")  # one process takes every job
+
+
+def test_claimed_units_go_to_the_rank_that_comes_free_the_costliest_first(tmp_path):
+    # run 0 takes as long as the others together: dealt every other run, the rank holding it
+    # would also get 2 and 4; claimed, the other rank runs all five short ones
+    seconds = {0: 0.6, 1: 0.02, 2: 0.02, 3: 0.02, 4: 0.02, 5: 0.02}
+    ran: dict[int, list[int]] = {0: [], 1: []}
+    started: list[int] = []
+
+    def body(sync):
+        def run_one(n):
+            started.append(n)
+            ran[sync.rank].append(n)
+            time.sleep(seconds[n])
+            return _run(n)
+
+        return execute(list(reversed(range(6))), lambda n: f"k{n}", tmp_path,
+                       one_at_a_time(run_one), config_digest="d", sync=sync, progress=False,
+                       claimed=True, cost=lambda unit: seconds[unit[0]])  # fmt: skip
+
+    out = _ranks(tmp_path, 2, body)
+    assert started[0] == 0  # the costliest first, though planned last
+    assert sorted(map(len, ran.values())) == [1, 5]
+    assert sorted(ran[0] + ran[1]) == list(range(6))  # every run once
+    assert sorted(r["key"] for r in out[0]) == [f"k{n}" for n in range(6)] and out[0] == out[1]
+    assert not list(tmp_path.glob("results.rank*.jsonl"))  # merged
+
+
+def test_a_resumed_claimed_launch_skips_what_any_rank_wrote(tmp_path):
+    append_jsonl(tmp_path / "results.rank1.jsonl", _run(3))  # an interrupted launch's rank 1
+    ran = []
+
+    def body(sync):
+        def run_one(n):
+            ran.append(n)
+            return _run(n)
+
+        return execute([1, 2, 3, 4], lambda n: f"k{n}", tmp_path, one_at_a_time(run_one),
+                       config_digest="d", sync=sync, progress=False, claimed=True)  # fmt: skip
+
+    out = _ranks(tmp_path, 2, body)
+    assert sorted(ran) == [1, 2, 4]
+    assert sorted(r["key"] for r in out[0]) == ["k1", "k2", "k3", "k4"]

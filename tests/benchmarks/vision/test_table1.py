@@ -326,7 +326,7 @@ def test_two_local_workers_give_the_records_of_one_process(tmp_path):
     """--set workers=2 deals stages and runs to two processes (one thread each here, as the
     in-process run): every record is the one process's, wall times and provenance aside."""
     args = ["run", "table1", "--preset", "tiny", "--models", "resnet18-mini", "--strategies",
-            "scratch,subtask-induction", "--unmasked", "inherit", "--seeds", "0,1",
+            "pretrained,scratch,subtask-induction", "--unmasked", "inherit", "--seeds", "0,1",
             "--no-progress"]  # fmt: skip
     one = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output
@@ -339,9 +339,12 @@ def test_two_local_workers_give_the_records_of_one_process(tmp_path):
 
     a = {r["key"]: strip(r) for r in read_jsonl(tmp_path / "one" / "results.jsonl")}
     b = {r["key"]: strip(r) for r in read_jsonl(tmp_path / "two" / "results.jsonl")}
-    assert len(a) == 4 and a == b
+    assert len(a) == 5 and a == b
     # two processes did the work: each rank timed its own share of the runs
     trained = {r: [t for t in read_timings(tmp_path / "two") if t["rank"] == r
                    and t["stage"] == "train"] for r in (0, 1)}  # fmt: skip
-    assert trained[0] and trained[1] and len(trained[0]) + len(trained[1]) == 4
+    assert trained[0] and trained[1] and len(trained[0]) + len(trained[1]) == 5
+    # the costliest runs were taken first: the untrained one, planned first, started last
+    starts = {t["label"]: t["start"] for t in trained[0] + trained[1]}
+    assert starts["pretrained"] == max(starts.values())
     assert not (tmp_path / "one" / "timings" / "rank1.jsonl").exists()

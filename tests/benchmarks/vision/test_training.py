@@ -8,7 +8,7 @@ import torch
 from benchmarks.vision.config import PRESETS
 from benchmarks.vision.grid import Run
 from benchmarks.vision.inputs import resolve_inputs
-from benchmarks.vision.training import train_run
+from benchmarks.vision.training import run_cost, train_run
 
 TINY = dataclasses.replace(PRESETS.get("tiny"), steps=2, eval_every=2)
 
@@ -35,3 +35,13 @@ def test_a_cnn_trains_channels_last_on_cpu_and_a_vit_as_it_is(tiny, model, chann
     assert all(p.is_contiguous(memory_format=fmt) for p in weights)
     # a 3 x 3 kernel over several channels is contiguous in one layout only
     assert any(p.shape[1] > 1 and p.shape[2] > 1 for p in weights)
+
+
+def test_run_cost_counts_the_images_a_run_trains_on():
+    mini = PRESETS.get("mini")  # ViT 500 steps, ResNet 300, batch 64 both
+    vit = run_cost(mini, Run("vit_b_16-mini", "scratch", "reinit", 0), "vit", 10)
+    resnet = run_cost(mini, Run("resnet18-mini", "scratch", "reinit", 0), "resnet", 10)
+    assert (vit, resnet) == (500 * 64, 300 * 64)
+    assert run_cost(mini, Run("resnet18-mini", "pretrained", "inherit", 0), "resnet", 10) == 0
+    released = dataclasses.replace(mini, mixture_recipe="released")  # 5 epochs (ResNet)
+    assert run_cost(released, Run("resnet18-mini", "data-mixture", "reinit", 0), "resnet", 10) == 50
