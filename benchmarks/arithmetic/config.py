@@ -120,7 +120,7 @@ _PRESETS: dict[str, Fig3Config] = {
     # The paper's settings (Section 4.2, Appendix B.1). Base epochs are not given in the paper;
     # 30 with an early stop at 99.9% validation accuracy.
     "paper": Fig3Config(),
-    # CPU quick run (about 10 minutes on 2 cores with --workers 2): numbers in [0, 100), 2
+    # CPU quick run (26 minutes on a 2-core AMD EPYC, docs/speed.md): numbers in [0, 100), 2
     # layers, 6 sizes, 2 seeds, every row count scaled down, plus the unmasked-only control;
     # why each setting is what it is: docs/fig3.md ("The quick preset").
     "quick": Fig3Config(
