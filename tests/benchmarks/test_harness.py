@@ -161,22 +161,27 @@ def test_a_claim_goes_to_the_first_rank_that_asks_once_per_point(tmp_path):
 
 
 def test_claimed_units_go_to_the_rank_that_comes_free_the_costliest_first(tmp_path):
-    # run 0 takes as long as the others together: dealt every other run, the rank holding it
-    # would also get 2 and 4; claimed, the other rank runs all five short ones
-    seconds = {0: 0.6, 1: 0.02, 2: 0.02, 3: 0.02, 4: 0.02, 5: 0.02}
+    # run 0 lasts until the five short runs are done (or 10 s): dealt every other run, the rank
+    # holding it would also hold two short ones, which then never all finish; claimed, the
+    # other rank runs all five
+    cost = {0: 10.0, 1: 0.01, 2: 0.01, 3: 0.01, 4: 0.01, 5: 0.01}
     ran: dict[int, list[int]] = {0: [], 1: []}
     started: list[int] = []
+    shorts_done = threading.Event()
 
     def body(sync):
         def run_one(n):
             started.append(n)
             ran[sync.rank].append(n)
-            time.sleep(seconds[n])
+            if n == 0:
+                shorts_done.wait(timeout=10)
+            elif len(started) == 6:
+                shorts_done.set()
             return _run(n)
 
         return execute(list(reversed(range(6))), lambda n: f"k{n}", tmp_path,
                        one_at_a_time(run_one), config_digest="d", sync=sync, progress=False,
-                       claimed=True, cost=lambda unit: seconds[unit[0]])  # fmt: skip
+                       claimed=True, cost=lambda unit: cost[unit[0]])  # fmt: skip
 
     out = _ranks(tmp_path, 2, body)
     assert started[0] == 0  # the costliest first, though planned last
