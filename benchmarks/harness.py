@@ -282,11 +282,11 @@ def execute(
     before = _records_written(out) if claimed else 0  # read before any rank writes
     sync.wait("planned")  # every rank planned before any rank writes
     my_path = out / f"results.rank{rank}.jsonl" if sliced else results_path
-    total = sum(map(len, units))  # claimed: every rank's runs, which the bar counts
     if claimed:
         if cost is not None:
             units = sorted(units, key=cost, reverse=True)  # stable: plan order among equals
         mine: Iterable[list[R]] = _claimed_units(sync, units)
+        total = sum(map(len, units))  # every rank's runs, which the bar counts
     else:
         mine = _my_units(units, key, my_path, rank, world) if sliced else units
         total = sum(map(len, mine))
