@@ -260,7 +260,7 @@ def fit_batched(
     """Train ``models`` (same architecture, e.g. from ``Condition.build``) together on the
     last-token loss: run r trains on ``epoch_batches[r](epoch)`` (batches (B, T+1) int64 rows,
     the same B for every run at each step) and is evaluated on ``val_rows[r]`` (N, T+1) after
-    each epoch. AdamW with ``config`` as :func:`subind.train.fit`; on return each model holds
+    each epoch, or every ``config.eval_every`` steps and after the last, as :func:`fit`. AdamW with ``config`` as :func:`subind.train.fit`; on return each model holds
     the state of its best-validation epoch (ties: the earliest). ``seed`` seeds dropout.
 
     ``exact`` (default: ``torch.are_deterministic_algorithms_enabled()``): compute each run
@@ -271,6 +271,7 @@ def fit_batched(
     if exact is None:
         exact = torch.are_deterministic_algorithms_enabled()
     assert config.stop_at_accuracy is None, "fit_batched runs every epoch (no early stop)"
+    assert config.max_steps is None, "fit_batched runs every epoch (no step budget)"
     assert len(models) == len(epoch_batches) == len(val_rows), "expected one of each per run"
     cfg = models[0].config
     if any(m.config != cfg for m in models):
@@ -287,26 +288,16 @@ def fit_batched(
     )
     val = _stack_rows(val_rows, "validation rows")
     stacked_train = _stacked_train(epoch_batches)
-    best_acc, best_epoch = [-1.0] * R, [-1] * R
+    best_acc, best_epoch, best_step = [-1.0] * R, [-1] * R, [-1] * R
     best = {n: t.detach().clone() for n, t in runs.theta.items()}
     history: list[list[dict[str, float]]] = [[] for _ in range(R)]
     torch.manual_seed(seed)
     start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
-        totals, count = torch.zeros(R, dtype=torch.float64, device=val.device), 0
-        for rows in _epoch_batches(epoch_batches, epoch, stacked_train):  # (R, B, T+1)
-            logits = gpt2_last_logits(cfg, runs.effective(), rows[..., :-1], True, exact)
-            R_, B, V = logits.shape
-            losses = F.cross_entropy(
-                logits.reshape(R_ * B, V), rows[..., -1].reshape(-1), reduction="none"
-            )
-            loss = losses.view(R_, B).mean(1)  # (R,): each run's mean, as in fit
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()  # runs share no parameter: each gets its own gradient
-            opt.step()
-            totals += loss.detach().double()  # on the device: no sync per step
-            count += 1
+    totals = torch.zeros(R, dtype=torch.float64, device=val.device)  # loss since the last eval
+    count, step, epoch, evaluated = 0, 0, 0, False
+
+    def evaluate_and_select() -> None:
+        nonlocal totals, count, evaluated
         with torch.no_grad():
             accs = stacked_accuracies(cfg, runs.effective(), val, exact)
         improved = [r for r in range(R) if accs[r] > best_acc[r]]
@@ -318,11 +309,39 @@ def fit_batched(
         mean_loss = (totals / max(count, 1)).tolist()
         for r in range(R):
             if r in improved:
-                best_acc[r], best_epoch[r] = accs[r], epoch
-            history[r].append({"epoch": epoch, "loss": mean_loss[r], "val_accuracy": accs[r]})
+                best_acc[r], best_epoch[r], best_step[r] = accs[r], epoch, step
+            history[r].append(
+                {"epoch": epoch, "step": step, "loss": mean_loss[r], "val_accuracy": accs[r]}
+            )
+        totals, count, evaluated = torch.zeros_like(totals), 0, True
         bar.set_postfix(best=f"{sum(best_acc) / R:.3f}")
+
+    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False)
+    for epoch in bar:
+        for rows in _epoch_batches(epoch_batches, epoch, stacked_train):  # (R, B, T+1)
+            logits = gpt2_last_logits(cfg, runs.effective(), rows[..., :-1], True, exact)
+            R_, B, V = logits.shape
+            losses = F.cross_entropy(
+                logits.reshape(R_ * B, V), rows[..., -1].reshape(-1), reduction="none"
+            )
+            loss = losses.view(R_, B).mean(1)  # (R,): each run's mean, as in fit
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()  # runs share no parameter: each gets its own gradient
+            opt.step()
+            totals += loss.detach().double()  # on the device: no sync per step
+            count, step, evaluated = count + 1, step + 1, False
+            if config.eval_every and step % config.eval_every == 0:  # as fit: every N steps
+                evaluate_and_select()
+        if config.eval_every is None:  # after each epoch
+            evaluate_and_select()
+    if not evaluated:  # as fit: the last steps are always evaluated, as of epoch `epochs`
+        epoch = config.epochs
+        evaluate_and_select()
     seconds = time.perf_counter() - start
     unstack_into(best, models)
     for m in models:
         m.eval()
-    return [FitResult(best_acc[r], best_epoch[r], history[r], seconds) for r in range(R)]
+    return [
+        FitResult(best_acc[r], best_epoch[r], history[r], seconds, best_step[r], step)
+        for r in range(R)
+    ]

@@ -60,6 +60,9 @@ class Fig3Config:
     transfer_epochs: int = 100
     transfer_lr: float = 2e-4
     transfer_batch_size: int = 50
+    # Epochs between validation evaluations (each picks the best state so far; the last epoch
+    # is always evaluated): 1, after every epoch, as the paper.
+    transfer_eval_every: int = 1
     eval_rows: int = 1_000  # validation and test, each
     # Execution (not part of any cache key): parallel worker processes for the transfer grid
     # (one torch thread each), the device ("auto": CUDA when available), and transfer runs
@@ -113,6 +116,7 @@ TRANSFER_KEYS = DISCOVERY_KEYS + [
     "transfer_epochs",
     "transfer_lr",
     "transfer_batch_size",
+    "transfer_eval_every",
     "eval_rows",
 ]
 
@@ -184,5 +188,9 @@ def check_config(cfg: Fig3Config) -> None:
             Expression(task, cfg.modulus)
         except ValueError as e:
             raise ConfigError(f"{option}: {e}") from None
+    if cfg.transfer_eval_every < 1:
+        raise ConfigError(
+            f"transfer_eval_every takes 1 (every epoch) or more, got {cfg.transfer_eval_every}"
+        )
     if cfg.batch_runs < 0:
         raise ConfigError(f"--batch-runs takes 0 (automatic) or more, got {cfg.batch_runs}")

@@ -105,15 +105,30 @@ def _record(
         "val_accuracy": result.best_accuracy,
         "test_accuracy": test_accuracy,
         "best_epoch": result.best_epoch,
+        "evaluations": len(result.history),
         "wall_seconds": wall_seconds,
         "max_number": cfg.max_number,
         "modulus": cfg.modulus,
         "epochs": cfg.transfer_epochs,
         "lr": cfg.transfer_lr,
         "batch_size": cfg.transfer_batch_size,
+        "eval_every_epochs": cfg.transfer_eval_every,
         **trainer,
         **info,
     }
+
+
+def transfer_train_config(cfg: Fig3Config, train_rows: int) -> TrainConfig:
+    """The transfer runs' training settings for a training set of ``train_rows`` rows: an
+    evaluation every ``transfer_eval_every`` epochs, in steps (batches of the last epoch
+    included), so the one-at-a-time and batched trainers evaluate after the same steps."""
+    steps_per_epoch = -(-train_rows // cfg.transfer_batch_size)
+    every = cfg.transfer_eval_every
+    return TrainConfig(
+        epochs=cfg.transfer_epochs,
+        lr=cfg.transfer_lr,
+        eval_every=None if every == 1 else every * steps_per_epoch,
+    )
 
 
 def run_transfer(
@@ -128,7 +143,7 @@ def run_transfer(
         Batches(rows["train"], cfg.transfer_batch_size, run.seed),
         last_token_loss,
         lambda m: accuracy(m, rows["val"]),
-        TrainConfig(epochs=cfg.transfer_epochs, lr=cfg.transfer_lr),
+        transfer_train_config(cfg, rows["train"].shape[0]),
         desc=run.condition,
         progress=progress,
     )
@@ -165,7 +180,7 @@ def run_transfer_group(
             for b, r in zip(built, runs, strict=True)
         ],
         [b[1]["val"] for b in built],
-        TrainConfig(epochs=cfg.transfer_epochs, lr=cfg.transfer_lr),
+        transfer_train_config(cfg, built[0][1]["train"].shape[0]),
         seed=_group_seed(cfg, runs),
         exact=exact,
         desc=f"L{runs[0].layers} n={runs[0].n_disambiguation} x{len(runs)}",
@@ -222,7 +237,8 @@ def plan_groups(cfg: Fig3Config, runs: list[Run]) -> list[list[Run]]:
 
     def cost(g: list[Run]) -> float:
         steps = -(-(cfg.max_number + g[0].n_disambiguation) // cfg.transfer_batch_size)
-        return len(g) * g[0].layers * (3 * steps * cfg.transfer_batch_size + cfg.eval_rows)
+        evals = cfg.eval_rows / cfg.transfer_eval_every
+        return len(g) * g[0].layers * (3 * steps * cfg.transfer_batch_size + evals)
 
     return sorted(groups, key=cost, reverse=True)
 

@@ -131,19 +131,21 @@ def _batched(specs_rows, cfg, tc, exact):
     return results, tests, [effective_parameters(m) for m in models]
 
 
-def test_batched_group_equals_one_at_a_time_exactly_without_dropout():
-    """Float32 on CPU, dropout off, exact kernels: the same accuracies at every epoch, the same
-    best epoch and test accuracy, and bit-identical final parameters for every condition."""
+@pytest.mark.parametrize("eval_every", [None, 3])
+def test_batched_group_equals_one_at_a_time_exactly_without_dropout(eval_every):
+    """Float32 on CPU, dropout off, exact kernels: the same accuracies at every evaluation
+    (after each epoch, or every 3 steps across epoch ends and after the last), the same best
+    epoch and test accuracy, and bit-identical final parameters for every condition."""
     cfg = GPT2Config(**{**CFG.__dict__, "dropout": 0.0})
-    tc = TrainConfig(epochs=4, lr=3e-3)
+    tc = TrainConfig(epochs=4, lr=3e-3, eval_every=eval_every)
     specs_rows = _variants_and_data(cfg)
     results, tests, params = _batched(specs_rows, cfg, tc, exact=True)
     moved = 0
     for (spec, rows), res, test, p in zip(specs_rows, results, tests, params, strict=True):
         ref, ref_test, ref_p = _one_at_a_time(spec, rows, cfg, tc)
-        assert [h["val_accuracy"] for h in res.history] == [
-            h["val_accuracy"] for h in ref.history
-        ], spec
+        when = lambda h: [(e["epoch"], e["step"], e["val_accuracy"]) for e in h]  # noqa: E731
+        assert when(res.history) == when(ref.history), spec
+        assert (res.best_step, res.steps) == (ref.best_step, ref.steps), spec
         assert (res.best_accuracy, res.best_epoch, test) == (
             ref.best_accuracy,
             ref.best_epoch,

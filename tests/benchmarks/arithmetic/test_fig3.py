@@ -254,14 +254,18 @@ def test_report_command_rewrites_outputs(tmp_path):
     assert res.exit_code == 2 and "holds no results" in res.output
 
 
-def test_batched_groups_give_the_same_records_as_one_at_a_time(tmp_path):
+@pytest.mark.parametrize("every,evaluations", [(1, 4), (3, 2)])
+def test_batched_groups_give_the_same_records_as_one_at_a_time(tmp_path, every, evaluations):
     """Dropout off and deterministic algorithms on (exact kernels): the batched trainer's
-    validation and test accuracies and best epochs equal one-at-a-time training's."""
+    validation and test accuracies and best epochs equal one-at-a-time training's, evaluating
+    after every epoch or every third (after epochs 3 and 4 of 4: the last is always evaluated,
+    recorded as fit does as epoch 4, the number of epochs done)."""
     import torch
 
     cfg = dataclasses.replace(
-        PRESETS.get("tiny"), dropout=0.0, transfer_epochs=4, transfer_lr=3e-3, sizes=(0, 10)
-    )
+        PRESETS.get("tiny"), dropout=0.0, transfer_epochs=4, transfer_lr=3e-3, sizes=(0, 10),
+        transfer_eval_every=every,
+    )  # fmt: skip
     one = run_fig3(dataclasses.replace(cfg, batch_runs=1), tmp_path / "one", progress=False)
     torch.use_deterministic_algorithms(True)
     try:
@@ -269,9 +273,12 @@ def test_batched_groups_give_the_same_records_as_one_at_a_time(tmp_path):
     finally:
         torch.use_deterministic_algorithms(False)
     pick = lambda rs: sorted(  # noqa: E731
-        (r["key"], r["val_accuracy"], r["test_accuracy"], r["best_epoch"]) for r in rs
+        (r["key"], r["val_accuracy"], r["test_accuracy"], r["best_epoch"], r["evaluations"])
+        for r in rs
     )
     assert pick(one) == pick(many) and len(one) == len(plan_runs(cfg))
+    assert {r["evaluations"] for r in one + many} == {evaluations}
+    assert all(r["best_epoch"] in ((2, 4) if every == 3 else range(4)) for r in one)
     assert len({r["val_accuracy"] for r in one}) > 2  # the runs learned: the check has teeth
     assert {(r["trainer"], r["group_size"]) for r in one} == {("single", 1)}
     assert {r["trainer"] for r in many} == {"batched"}
@@ -312,3 +319,12 @@ def test_batch_runs_option(tmp_path):
     )
     assert res.exit_code == 2 and "--batch-runs takes 0" in res.output
     assert resolve_config("tiny", {"batch_runs": 3}, ()).batch_runs == 3
+
+
+def test_transfer_eval_every_below_one_is_refused(tmp_path):
+    res = CliRunner().invoke(
+        main,
+        ["run", "fig3", "--preset", "tiny", "--set", "transfer_eval_every=0", "--out", str(tmp_path)],
+    )
+    assert res.exit_code == 2 and "transfer_eval_every takes 1" in res.output
+    assert not (tmp_path / "results.jsonl").exists()
