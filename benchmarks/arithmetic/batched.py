@@ -56,8 +56,9 @@ class StackedRuns:
     ``theta``: the trainable tensors (leaves with requires_grad), keyed by parameter name as in
     the un-parametrized model (tied parameters once). ``frozen``: {name: (mask bool, values)}
     for the tensors with frozen entries in at least one run; the forward pass uses
-    ``where(mask, values, theta)``, so frozen entries get no gradient and weight decay on theta
-    cannot reach them.
+    ``where(mask, values, theta)`` (:meth:`effective`), or theta itself once
+    :meth:`pin_frozen` has written the values into it (as :func:`fit_batched` does after every
+    step, so whatever the optimizer does to frozen entries never reaches a forward pass).
     """
 
     theta: dict[str, torch.Tensor]
@@ -73,6 +74,14 @@ class StackedRuns:
         for name, (mask, values) in self.frozen.items():
             out[name] = torch.where(mask, values, self.theta[name])
         return out
+
+    @torch.no_grad()
+    def pin_frozen(self) -> None:
+        """Write the frozen values into theta's frozen entries, in place: theta then equals
+        :meth:`effective` and a forward pass can read it without a ``where`` (and its backward).
+        A trainer that does so must pin again after every optimizer step."""
+        for name, (mask, values) in self.frozen.items():
+            self.theta[name].copy_(torch.where(mask, values, self.theta[name]))
 
 
 def stack_runs(models: Sequence[nn.Module]) -> StackedRuns:
@@ -291,6 +300,12 @@ def fit_batched(
     best_acc, best_epoch, best_step = [-1.0] * R, [-1] * R, [-1] * R
     best = {n: t.detach().clone() for n, t in runs.theta.items()}
     history: list[list[dict[str, float]]] = [[] for _ in range(R)]
+    # The forward pass reads theta with its frozen entries pinned to their values (13% of a
+    # step faster than where(mask, values, theta) at the quick preset's width). Frozen entries
+    # then get gradients, AdamW moments and weight decay, all overwritten by the next pin;
+    # AdamW updates each entry from that entry's gradient and state alone, so the trainable
+    # entries follow exactly the steps they follow under the where.
+    runs.pin_frozen()
     torch.manual_seed(seed)
     start = time.perf_counter()
     totals = torch.zeros(R, dtype=torch.float64, device=val.device)  # loss since the last eval
@@ -299,7 +314,7 @@ def fit_batched(
     def evaluate_and_select() -> None:
         nonlocal totals, count, evaluated
         with torch.no_grad():
-            accs = stacked_accuracies(cfg, runs.effective(), val, exact)
+            accs = stacked_accuracies(cfg, runs.theta, val, exact)  # pinned: effective
         improved = [r for r in range(R) if accs[r] > best_acc[r]]
         if improved:
             idx = torch.tensor(improved, device=val.device)
@@ -319,7 +334,7 @@ def fit_batched(
     bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
         for rows in _epoch_batches(epoch_batches, epoch, stacked_train):  # (R, B, T+1)
-            logits = gpt2_last_logits(cfg, runs.effective(), rows[..., :-1], True, exact)
+            logits = gpt2_last_logits(cfg, runs.theta, rows[..., :-1], True, exact)
             R_, B, V = logits.shape
             losses = F.cross_entropy(
                 logits.reshape(R_ * B, V), rows[..., -1].reshape(-1), reduction="none"
@@ -328,6 +343,7 @@ def fit_batched(
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()  # runs share no parameter: each gets its own gradient
             opt.step()
+            runs.pin_frozen()
             totals += loss.detach().double()  # on the device: no sync per step
             count, step, evaluated = count + 1, step + 1, False
             if config.eval_every and step % config.eval_every == 0:  # as fit: every N steps
