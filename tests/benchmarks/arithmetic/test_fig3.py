@@ -322,9 +322,7 @@ def test_batch_runs_option(tmp_path):
 
 
 def test_transfer_eval_every_below_one_is_refused(tmp_path):
-    res = CliRunner().invoke(
-        main,
-        ["run", "fig3", "--preset", "tiny", "--set", "transfer_eval_every=0", "--out", str(tmp_path)],
-    )
+    args = ["--preset", "tiny", "--set", "transfer_eval_every=0", "--out", str(tmp_path)]
+    res = CliRunner().invoke(main, ["run", "fig3", *args])
     assert res.exit_code == 2 and "transfer_eval_every takes 1" in res.output
     assert not (tmp_path / "results.jsonl").exists()
