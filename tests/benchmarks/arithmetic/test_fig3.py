@@ -158,6 +158,12 @@ def test_presets_and_overrides():
         1e-3,
     )
     assert paper.discovery_penalty == 1e-7 and paper.max_number == 1000 and paper.modulus == 7
+    # quick: the 5-minute run (width 64, validation every 5 epochs); cpu: the paper's width
+    quick, cpu = PRESETS.get("quick"), PRESETS.get("cpu")
+    assert (quick.n_embd, quick.transfer_eval_every, cpu.n_embd, cpu.transfer_eval_every) == (
+        64, 5, paper.n_embd, paper.transfer_eval_every,
+    )  # fmt: skip
+    assert quick.conditions == cpu.conditions and set(quick.sizes) < set(cpu.sizes)
     cfg = resolve_config(
         "quick",
         {"layers": (2, 12), "seeds": None},

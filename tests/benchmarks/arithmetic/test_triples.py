@@ -26,7 +26,7 @@ def test_triples_are_the_papers_figures_8_to_10():
 
 
 @pytest.mark.parametrize("name", ["fig8", "fig9", "fig10"])
-@pytest.mark.parametrize("preset", ["quick", "paper"])
+@pytest.mark.parametrize("preset", ["quick", "cpu", "paper"])
 def test_presets_are_fig3s_with_other_tasks(name, preset):
     exp = EXPERIMENTS.get(name)
     for t in exp.triples:
