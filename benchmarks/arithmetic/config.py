@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -120,59 +120,45 @@ TRANSFER_KEYS = DISCOVERY_KEYS + [
     "eval_rows",
 ]
 
+# The quick preset before it had to fit 5 minutes (about 26 minutes on 2 cores): numbers in
+# [0, 100), 2 layers of the paper's width 128, 6 sizes up to 1,000 (where every condition
+# reaches 0.99), 2 seeds, every row count scaled down, validation after every epoch, plus the
+# unmasked-only control; why each setting is what it is: docs/fig3.md ("The quick preset").
+_CPU = Fig3Config(
+    max_number=100,
+    layers=(2,),
+    base_train_rows=5_000,
+    base_val_rows=500,
+    base_test_rows=1_000,
+    base_epochs=40,
+    base_stop_accuracy=0.995,
+    discovery_rows=3_000,
+    discovery_eval_rows=500,
+    discovery_epochs=40,
+    discovery_lr=6e-3,
+    sizes=(0, 10, 30, 100, 300, 1000),
+    seeds=(0, 1),
+    conditions=DEFAULT_CONDITIONS + ("unmasked-only",),
+    transfer_epochs=150,
+    eval_rows=500,
+    workers=2,
+)
+
 _PRESETS: dict[str, Fig3Config] = {
     # The paper's settings (Section 4.2, Appendix B.1). Base epochs are not given in the paper;
     # 30 with an early stop at 99.9% validation accuracy.
     "paper": Fig3Config(),
-    # CPU quick run, about 5 minutes on 2 cores (docs/speed.md): numbers in [0, 100), 2 layers
-    # of width 64, 5 sizes up to 300, 2 seeds, every row count scaled down, validation every 5
-    # epochs, plus the unmasked-only control; why each setting is what it is: docs/fig3.md
-    # ("The quick preset").
-    "quick": Fig3Config(
-        max_number=100,
-        layers=(2,),
+    # CPU quick run, about 5 minutes on 2 cores (docs/speed.md): the cpu preset at width 64,
+    # sizes up to 300, validation every 5 epochs and base lr 1e-3.
+    "quick": replace(
+        _CPU,
         n_embd=64,
         n_inner=256,
-        base_train_rows=5_000,
-        base_val_rows=500,
-        base_test_rows=1_000,
-        base_epochs=40,
         base_lr=1e-3,
-        base_stop_accuracy=0.995,
-        discovery_rows=3_000,
-        discovery_eval_rows=500,
-        discovery_epochs=40,
-        discovery_lr=6e-3,
         sizes=(0, 10, 30, 100, 300),
-        seeds=(0, 1),
-        conditions=DEFAULT_CONDITIONS + ("unmasked-only",),
-        transfer_epochs=150,
         transfer_eval_every=5,
-        eval_rows=500,
-        workers=2,
     ),
-    # The quick preset before it had to fit 5 minutes (about 26 minutes on 2 cores): the
-    # paper's width 128, sizes up to 1,000 (where every condition reaches 0.99), validation
-    # after every epoch.
-    "cpu": Fig3Config(
-        max_number=100,
-        layers=(2,),
-        base_train_rows=5_000,
-        base_val_rows=500,
-        base_test_rows=1_000,
-        base_epochs=40,
-        base_stop_accuracy=0.995,
-        discovery_rows=3_000,
-        discovery_eval_rows=500,
-        discovery_epochs=40,
-        discovery_lr=6e-3,
-        sizes=(0, 10, 30, 100, 300, 1000),
-        seeds=(0, 1),
-        conditions=DEFAULT_CONDITIONS + ("unmasked-only",),
-        transfer_epochs=150,
-        eval_rows=500,
-        workers=2,
-    ),
+    "cpu": _CPU,
     # Seconds: for tests and smoke checks only (numbers in [0, 20), 1 layer, 2 epochs).
     "tiny": Fig3Config(
         max_number=20,
