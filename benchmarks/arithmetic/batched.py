@@ -269,8 +269,9 @@ def fit_batched(
     """Train ``models`` (same architecture, e.g. from ``Condition.build``) together on the
     last-token loss: run r trains on ``epoch_batches[r](epoch)`` (batches (B, T+1) int64 rows,
     the same B for every run at each step) and is evaluated on ``val_rows[r]`` (N, T+1) after
-    each epoch, or every ``config.eval_every`` steps and after the last, as :func:`fit`. AdamW with ``config`` as :func:`subind.train.fit`; on return each model holds
-    the state of its best-validation epoch (ties: the earliest). ``seed`` seeds dropout.
+    each epoch, or every ``config.eval_every`` steps and after the last, as
+    :func:`subind.train.fit`. AdamW with ``config`` as ``fit``; on return each model holds the
+    state of its best evaluation (ties: the earliest). ``seed`` seeds dropout.
 
     ``exact`` (default: ``torch.are_deterministic_algorithms_enabled()``): compute each run
     bit for bit as :func:`subind.train.fit` would (with dropout off, the same accuracies on
@@ -297,15 +298,15 @@ def fit_batched(
     )
     val = _stack_rows(val_rows, "validation rows")
     stacked_train = _stacked_train(epoch_batches)
-    best_acc, best_epoch, best_step = [-1.0] * R, [-1] * R, [-1] * R
-    best = {n: t.detach().clone() for n, t in runs.theta.items()}
-    history: list[list[dict[str, float]]] = [[] for _ in range(R)]
     # The forward pass reads theta with its frozen entries pinned to their values (13% of a
     # step faster than where(mask, values, theta) at the quick preset's width). Frozen entries
     # then get gradients, AdamW moments and weight decay, all overwritten by the next pin;
     # AdamW updates each entry from that entry's gradient and state alone, so the trainable
     # entries follow exactly the steps they follow under the where.
     runs.pin_frozen()
+    best_acc, best_epoch, best_step = [-1.0] * R, [-1] * R, [-1] * R
+    best = {n: t.detach().clone() for n, t in runs.theta.items()}
+    history: list[list[dict[str, float]]] = [[] for _ in range(R)]
     torch.manual_seed(seed)
     start = time.perf_counter()
     totals = torch.zeros(R, dtype=torch.float64, device=val.device)  # loss since the last eval
