@@ -10,6 +10,7 @@ from subind.conditions import CONDITIONS, DEFAULT_CONDITIONS, Condition
 from subind.controls import complement_masks, inverted_random_masks, random_masks
 from subind.discover import DiscoveryConfig, discover
 from subind.masks import MaskSelection, MaskSet, add_masks, beta_schedule, select_parameters
+from subind.stacked import fit_stacked
 from subind.subnetwork import Subnetwork
 from subind.train import TrainConfig, fit
 from subind.transfer import UNMASKED_MODES, bake, describe_transfer, transfer
@@ -33,6 +34,7 @@ __all__ = [
     "describe_transfer",
     "discover",
     "fit",
+    "fit_stacked",
     "inverted_random_masks",
     "random_masks",
     "select_parameters",
