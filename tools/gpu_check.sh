@@ -17,6 +17,8 @@
 #     vit_b_16 at the paper's batches (128, 512; ResNet also at the released code's 512), fp32
 #     and bf16 autocast: images/s, and Table 1's projected wall time on 1 and 8 GPUs, each step
 #     taking the longer of the model step and the loader's batch time (the loader step's rate)
+#   - stacked_step (benchmarks.speed.stacked_step): Table 1's seeds trained stacked
+#     (stack_seeds, subind.stacked) vs one at a time, mini models, 3 and 8 runs at batch 64
 #   - table1_tiny: `subind-bench run table1 --preset tiny --device cuda --set amp=bf16`, end to
 #     end (synthetic world, pretraining, Linear FT, discovery, every strategy, evaluation)
 #   - fig3_tiny: `subind-bench run fig3 --preset tiny --device cuda`, batched trainer
@@ -40,7 +42,7 @@ cd "$(dirname "$0")/.." || exit 2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 # Time limits (s) of every timed command. Worst case: sum(LIMIT) + KILL_AFTER_S per command +
-# STARTUP_S = BUDGET_S (540 + 10 x 5 + 10 = 600 s = 10 minutes). No GPU timings had been
+# STARTUP_S = BUDGET_S (535 + 11 x 5 + 10 = 600 s = 10 minutes). No GPU timings had been
 # measured when these were set: each is the step's estimated run time on an H200 with a margin
 # (a model build, CUDA start-up and the timed work; the meanpool steps, the heaviest, time 3
 # images each, not 4, to fit).
@@ -54,10 +56,11 @@ declare -A LIMIT=(
     [sweep]=70
     [mask_step]=35
     [loader]=25
-    [vision_step]=100
+    [vision_step]=85
+    [stacked_step]=20
     [table1_tiny]=55
-    [fig3_tiny]=35
-    [table]=15
+    [fig3_tiny]=30
+    [table]=10
 )
 
 # Python: $GPU_CHECK_PYTHON, else the project's .venv, else `make setup` (needs the package
@@ -128,6 +131,9 @@ step vision_step "$PY" -m benchmarks.speed.vision_step --device cuda --archs res
     --dtypes fp32,bf16 --preset paper --project --project-set batch_size_resnet=512 \
     --loader-json "$OUT/loader.json" \
     --steps 10 --warmup 3 --json "$OUT/vision_step.json"
+step stacked_step "$PY" -m benchmarks.speed.stacked_step --device cuda \
+    --archs resnet18-mini,vit_b_16-mini --runs 3,8 --batch 64 --steps 10 --warmup 3 \
+    --json "$OUT/stacked_step.json"
 step table1_tiny "$PY" -m benchmarks.cli run table1 --preset tiny --device cuda --set amp=bf16 \
     --out "$OUT/table1_tiny" --no-progress
 step fig3_tiny "$PY" -m benchmarks.cli run fig3 --preset tiny --device cuda --batch-runs 0 \

@@ -36,6 +36,7 @@ STEPS = (
     ("mask_step", "discovery mask step vs plain step (target <= 1.3x)"),
     ("loader", "Table 1's training transform on ImageNet-sized JPEGs (images/s)"),
     ("vision_step", "vision training step (s/step, images/s); Table 1 projected"),
+    ("stacked_step", "Table 1's seeds trained stacked vs one at a time (mini models)"),
     ("table1_tiny", "subind-bench run table1 --preset tiny, cuda, amp bf16"),
     ("fig3_tiny", "subind-bench run fig3 --preset tiny, cuda, batched trainer"),
 )
@@ -47,6 +48,7 @@ BENCHMARKS = {
     "mask_step": "mask_step",
     "loader": "loader",
     "vision_step": "vision_step",
+    "stacked_step": "stacked_step",
 }
 
 
@@ -203,6 +205,14 @@ def loader_rows(res: Result) -> list[str]:
     return rows or ["nothing measured"]
 
 
+def stacked_step_rows(res: Result) -> list[str]:
+    """A row per (arch, runs): one step of all runs one at a time and stacked, the ratio."""
+    rows = [f"{_show(r, 'arch')}, {_show(r, 'runs', 'd')} at batch {_show(r, 'batch', 'd')}: one "
+            f"at a time {_show(r, 'single_ms', '.1f')}, stacked {_show(r, 'stacked_ms', '.1f')}; "
+            f"ratio {_show(r, 'ratio')}" for r in res.rows_of("setting")]  # fmt: skip
+    return rows or ["nothing measured"]
+
+
 PARSERS = {
     "meanpool_float32": meanpool_rows,
     "meanpool_bfloat16": meanpool_rows,
@@ -210,6 +220,7 @@ PARSERS = {
     "mask_step": mask_step_rows,
     "loader": loader_rows,
     "vision_step": vision_step_rows,
+    "stacked_step": stacked_step_rows,
 }
 
 

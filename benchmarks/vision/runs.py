@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,6 @@ from benchmarks.harness import (
     claim_folder,
     deal,
     execute,
-    one_at_a_time,
     write_config,
 )
 from benchmarks.vision.checks import check_config, require_inputs
@@ -67,7 +66,7 @@ from benchmarks.vision.stages import (
 )
 from benchmarks.vision.strategies import STRATEGIES, StrategyInputs
 from benchmarks.vision.timing import start_timings, timed, timed_job
-from benchmarks.vision.training import run_cost, train_run
+from benchmarks.vision.training import run_cost, train_run, train_stacked
 from subind.io import save_state_dict, write_json_atomic
 from subind.runtime import dist_env, init_distributed, resolve_device
 from subind.subnetwork import Subnetwork
@@ -137,6 +136,30 @@ def freeze_norms_and_class_token(net: nn.Module) -> int:
     return len(frozen)
 
 
+def _saved(cfg: Table1Config, run: Run, out: Path, net: nn.Module,
+           device: torch.device) -> tuple[nn.Module, dict[str, Any]] | None:  # fmt: skip
+    """The model and record fields this run trained and saved before (``models/{tag}``), in
+    ``net`` (its start model, baked); None when there is none for this run's key."""
+    saved = out / "models" / f"{run.tag()}.json"
+    if saved.exists() and json.loads(saved.read_text()).get("key") == run.key(cfg):
+        net = bake(net)
+        net.load_state_dict(load_file(str(saved.with_suffix(".safetensors"))))
+        return net.to(device).eval(), json.loads(saved.read_text())["fields"]
+    return None
+
+
+def _keep(cfg: Table1Config, run: Run, out: Path, net: nn.Module, fields: dict[str, Any],
+          rank: int) -> nn.Module:  # fmt: skip
+    """The trained model baked; saved (rank 0) before it is evaluated, so that a failed
+    evaluation costs no training."""
+    net = bake(net).eval()
+    if rank == 0:
+        saved = out / "models" / f"{run.tag()}.json"
+        save_state_dict(net, saved.with_suffix(".safetensors"))
+        write_json_atomic(saved, {"key": run.key(cfg), "fields": fields})
+    return net
+
+
 def _trained(
     cfg: Table1Config, run: Run, stages: Stages, out: Path, device: torch.device, rank: int,
     world: int, progress: bool,
@@ -144,35 +167,54 @@ def _trained(
     """The run's model, trained (unless the strategy is untrained), and its record's fields;
     a model this run trained before (and saved with ``models/{tag}.json``) is loaded instead."""
     net, info = _start_model(cfg, run, stages, device)
-    saved = out / "models" / f"{run.tag()}.json"
-    if saved.exists() and json.loads(saved.read_text()).get("key") == run.key(cfg):
-        net = bake(net)
-        net.load_state_dict(load_file(str(saved.with_suffix(".safetensors"))))
-        return net.to(device).eval(), json.loads(saved.read_text())["fields"]
+    found = _saved(cfg, run, out, net, device)
+    if found is not None:
+        return found
     fields = {"train_images": 0, "curve": [], **info}
     strat = STRATEGIES.get(run.strategy)
     if strat.trains:
         train_set = training_set(stages.data, strat.pooled_in_training)
         fields.update(train_run(cfg, run, stages.entry, net, train_set, stages.data, out, device,
                                 rank, world, progress))  # fmt: skip
-    net = bake(net).eval()
-    if rank == 0:  # kept before evaluating, so a failed evaluation costs no training
-        save_state_dict(net, saved.with_suffix(".safetensors"))
-        write_json_atomic(saved, {"key": run.key(cfg), "fields": fields})
-    return net, fields
+    return _keep(cfg, run, out, net, fields, rank), fields
 
 
-def run_strategy(
+def _trained_stacked(
+    cfg: Table1Config, runs: list[Run], stages: Stages, out: Path, device: torch.device,
+    progress: bool,
+) -> list[tuple[nn.Module, dict[str, Any]]]:  # fmt: skip
+    """:func:`_trained` of each of ``runs`` (seeds of one model, strategy and unmasked mode):
+    those not saved before trained together (:func:`train_stacked`; one alone as ever)."""
+    starts = [_start_model(cfg, run, stages, device) for run in runs]
+    done = {i: _saved(cfg, run, out, starts[i][0], device) for i, run in enumerate(runs)}
+    todo = [i for i, found in done.items() if found is None]
+    strat = STRATEGIES.get(runs[0].strategy)
+    assert strat.trains, "only trained strategies are stacked"
+    train_set = training_set(stages.data, strat.pooled_in_training)
+    if len(todo) == 1:
+        (i,) = todo
+        fields = {"train_images": 0, "curve": [], **starts[i][1]}
+        fields.update(train_run(cfg, runs[i], stages.entry, starts[i][0], train_set, stages.data,
+                                out, device, 0, 1, progress))  # fmt: skip
+        done[i] = (_keep(cfg, runs[i], out, starts[i][0], fields, 0), fields)
+    elif todo:
+        trained = train_stacked(cfg, [runs[i] for i in todo], stages.entry,
+                                [starts[i][0] for i in todo], train_set, stages.data, device,
+                                progress)  # fmt: skip
+        for i, more in zip(todo, trained, strict=True):
+            fields = {"train_images": 0, "curve": [], **starts[i][1], **more}
+            done[i] = (_keep(cfg, runs[i], out, starts[i][0], fields, 0), fields)
+    return [done[i] for i in range(len(runs))]  # type: ignore[misc]
+
+
+def _evaluated(
     cfg: Table1Config, run: Run, stages: Stages, inputs: Inputs, out: Path, sync: Sync,
-    ddp: bool, progress: bool = False,
+    ddp: bool, net: nn.Module, fields: dict[str, Any], start: float,
 ) -> dict[str, Any]:  # fmt: skip
-    """Build the strategy's model, train it (unless the strategy is untrained or this run's
-    model was saved before), evaluate it (rank 0); return its results record."""
-    start = time.perf_counter()
-    rank, world = (sync.rank, sync.world) if ddp else (0, 1)
+    """The run's results record: its trained model ``net`` evaluated (rank 0), ``fields``
+    from its training; ``wall_seconds`` since ``start``."""
+    rank = sync.rank if ddp else 0
     device = resolve_device(cfg.device)
-    with timed(out, sync.rank, "train", run.model, run.strategy):
-        net, fields = _trained(cfg, run, stages, out, device, rank, world, progress)
     strat = STRATEGIES.get(run.strategy)
     record = {
         "experiment": EXPERIMENT,
@@ -207,6 +249,48 @@ def run_strategy(
         sync.wait(f"evaluated-{run.tag()}")  # the next DDP run starts with every rank there
     record["wall_seconds"] = time.perf_counter() - start
     return record
+
+
+def run_strategy(
+    cfg: Table1Config, run: Run, stages: Stages, inputs: Inputs, out: Path, sync: Sync,
+    ddp: bool, progress: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Build the strategy's model, train it (unless the strategy is untrained or this run's
+    model was saved before), evaluate it (rank 0); return its results record."""
+    start = time.perf_counter()
+    rank, world = (sync.rank, sync.world) if ddp else (0, 1)
+    device = resolve_device(cfg.device)
+    with timed(out, sync.rank, "train", run.model, run.strategy):
+        net, fields = _trained(cfg, run, stages, out, device, rank, world, progress)
+    return _evaluated(cfg, run, stages, inputs, out, sync, ddp, net, fields, start)
+
+
+def run_stacked(
+    cfg: Table1Config, runs: list[Run], stages: Stages, inputs: Inputs, out: Path, sync: Sync,
+    progress: bool = False,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """:func:`run_strategy` of each of ``runs`` (seeds of one model, strategy and unmasked
+    mode; this process alone), trained together (``stack_seeds``); each record's
+    ``wall_seconds``: its share of the group's training plus its own evaluation."""
+    start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    with timed(out, sync.rank, "train", runs[0].model, runs[0].strategy):
+        trained = _trained_stacked(cfg, runs, stages, out, device, progress)
+    share = (time.perf_counter() - start) / len(runs)
+    for run, (net, fields) in zip(runs, trained, strict=True):
+        yield _evaluated(cfg, run, stages, inputs, out, sync, False, net, fields,
+                         time.perf_counter() - share)  # fmt: skip
+
+
+def stacked_units(runs: list[Run]) -> list[list[Run]]:
+    """The runs cut into units (``stack_seeds``): the seeds of one trained (model, strategy,
+    unmasked mode) together, in plan order; an untrained strategy's run alone."""
+    units: dict[tuple[str, ...], list[Run]] = {}
+    for run in runs:
+        trains = STRATEGIES.get(run.strategy).trains
+        key = (run.model, run.strategy, run.unmasked) if trains else (run.tag(),)
+        units.setdefault(key, []).append(run)
+    return list(units.values())
 
 
 def prepare(
@@ -297,16 +381,25 @@ def run_table1(
             print(same_class_note(scan_cue_conflict(inputs.sources.cue_conflict_dir)), flush=True)
     stages = prepare(cfg, inputs, sync, out, progress)
     ddp = cfg.distributed == "ddp"
+
+    def run_unit(unit: list[Run]) -> Iterator[dict[str, Any]]:
+        if len(unit) > 1:  # stack_seeds
+            return run_stacked(cfg, unit, stages[unit[0].model], inputs, out, sync, progress)
+        r = unit[0]
+        return iter([run_strategy(cfg, r, stages[r.model], inputs, out, sync, ddp, progress)])
+
+    def run_units(units: Iterable[list[Run]]) -> Iterator[dict[str, Any]]:
+        return (record for unit in units for record in run_unit(unit))  # lazily: claimed
+
     records = execute(
         plan_runs(cfg),
         lambda r: r.key(cfg),
         out,
-        one_at_a_time(
-            lambda r: run_strategy(cfg, r, stages[r.model], inputs, out, sync, ddp, progress)
-        ),
+        run_units,
         config_digest=cfg.digest(*RUN_KEYS),
         sync=sync,
         progress=progress,
+        plan_units=stacked_units if cfg.stack_seeds else None,
         desc="table1 runs",
         slice_runs=not ddp,
         claimed=True,  # with slice: each rank takes the costliest run left when it comes free

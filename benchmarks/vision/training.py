@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from benchmarks.vision.grid import Run
 from benchmarks.vision.inputs import ModelEntry
 from benchmarks.vision.stages import NUM_CLASSES, ce_loss
 from benchmarks.vision.strategies import STRATEGIES
-from subind.train import TrainConfig, fit
+from subind.stacked import fit_stacked
+from subind.train import FitResult, TrainConfig, fit
 
 # The released data-mixture recipe (resnet_16_class_adapt.py, vit_augment.py): transformers'
 # Trainer defaults (AdamW, weight decay 0, linear decay to 0, no warm-up) at lr 1e-3, batch 128,
@@ -154,6 +155,38 @@ def ddp_ready(cfg: Table1Config, net: nn.Module, device: torch.device, world: in
     return net
 
 
+def _evaluator(
+    cfg: Table1Config, r: Recipe, data: ImageSets, device: torch.device, rank: int, world: int
+) -> Callable[[nn.Module], dict[str, float]]:
+    """``fit``'s evaluation: selection on the recipe's ``select_on`` images, the pooled
+    evaluation subset only recorded."""
+    select = data.evaluation if r.select_on == "evaluation" else data.val
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        # under DDP each rank evaluates its share of the images; the counts are summed
+        w, bs = cfg.loader_workers, cfg.eval_batch_size
+        return {
+            "val_accuracy": accuracy(m, select, device, bs, w, rank, world),
+            "pooled_accuracy": accuracy(m, data.pooled_evaluation, device, bs, w, rank, world),
+        }
+
+    return evaluate
+
+
+def _fields(train_set: Dataset, tc: TrainConfig, r: Recipe, result: FitResult) -> dict[str, Any]:
+    """A trained run's record fields (train_images, steps, recipe, curve, best_step)."""
+    return {
+        "train_images": len(train_set),
+        "steps": tc.max_steps,
+        "recipe": dataclasses.asdict(r),
+        "curve": [  # Figure 5; fit's history survives a resume
+            {"step": h["step"], "original": h["val_accuracy"], "pooled": h["pooled_accuracy"]}
+            for h in result.history
+        ],
+        "best_step": best_step(result.history),
+    }
+
+
 def train_run(
     cfg: Table1Config, run: Run, entry: ModelEntry, net: nn.Module, train_set: Dataset,
     data: ImageSets, out: Path, device: torch.device, rank: int, world: int, progress: bool,
@@ -166,16 +199,6 @@ def train_run(
     weight = loss_weights(cfg, train_set)
     tag, seed = run.tag(), run.seed
     ckpt = out / "checkpoints" / tag
-    select = data.evaluation if r.select_on == "evaluation" else data.val
-
-    def evaluate(m: nn.Module) -> dict[str, float]:
-        # under DDP each rank evaluates its share of the images; the counts are summed
-        w, bs = cfg.loader_workers, cfg.eval_batch_size
-        return {
-            "val_accuracy": accuracy(m, select, device, bs, w, rank, world),
-            "pooled_accuracy": accuracy(m, data.pooled_evaluation, device, bs, w, rank, world),
-        }
-
     if entry.family == "resnet" and device.type == "cpu":
         # channels_last: a resnet18-mini training step on one CPU thread 75 ms instead of 92
         # (docs/speed.md); on GPUs the layout stays torch's choice
@@ -184,16 +207,29 @@ def train_run(
     batch = rank_batch(r.batch_size, run.model, world)
     loader = train_loader(cfg, train_set, batch, seed, rank, world, device)
     tc = train_config(r, len(loader), ckpt, cfg.amp, ddp=world > 1)
+    evaluate = _evaluator(cfg, r, data, device, rank, world)
     result = fit(ddp_ready(cfg, net, device, world), loader, ce_loss(device, weight), evaluate,
                  tc, desc=tag, progress=progress)  # fmt: skip
     shutil.rmtree(ckpt, ignore_errors=True)
-    return {
-        "train_images": len(train_set),
-        "steps": tc.max_steps,
-        "recipe": dataclasses.asdict(r),
-        "curve": [  # Figure 5; fit's history survives a resume
-            {"step": h["step"], "original": h["val_accuracy"], "pooled": h["pooled_accuracy"]}
-            for h in result.history
-        ],
-        "best_step": best_step(result.history),
-    }
+    return _fields(train_set, tc, r, result)
+
+
+def train_stacked(
+    cfg: Table1Config, runs: Sequence[Run], entry: ModelEntry, nets: Sequence[nn.Module],
+    train_set: Dataset, data: ImageSets, device: torch.device, progress: bool,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Train ``runs`` (the seeds of one strategy and unmasked mode of one model: one recipe,
+    one training set) together, stacked (:func:`subind.stacked.fit_stacked`): run r as
+    :func:`train_run` in one process would train it, up to float rounding. No checkpoint: an
+    interrupted group trains again from its start. Returns each run's record fields, with
+    ``stacked``: how many runs trained together."""
+    assert len({(run.model, run.strategy) for run in runs}) == 1, "one model and strategy"
+    r = recipe(cfg, STRATEGIES.get(runs[0].strategy).recipe, entry.family)
+    loaders = [train_loader(cfg, train_set, r.batch_size, run.seed, 0, 1, device) for run in runs]
+    tc = train_config(r, len(loaders[0]), None, cfg.amp)
+    evaluate = _evaluator(cfg, r, data, device, 0, 1)
+    tag = f"{runs[0].model}_{runs[0].strategy}_{runs[0].unmasked} x{len(runs)}"
+    results = fit_stacked(list(nets), loaders, ce_loss(device, loss_weights(cfg, train_set)),
+                          [evaluate] * len(runs), tc, [run.seed for run in runs], desc=tag,
+                          progress=progress)  # fmt: skip
+    return [{**_fields(train_set, tc, r, res), "stacked": len(runs)} for res in results]

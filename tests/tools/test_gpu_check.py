@@ -73,6 +73,15 @@ LOADER = _result(
                                      "images_per_s_per_gpu": Field(4000.0, "images/s")}),
 )  # fmt: skip
 
+STACKED = _result(
+    "stacked_step",
+    Row("resnet18-mini x3", "setting", {"arch": Field("resnet18-mini"), "runs": Field(3, "runs"),
+                                        "batch": Field(64, "images"),
+                                        "single_ms": Field(30.0, "ms/step"),
+                                        "stacked_ms": Field(12.0, "ms/step"),
+                                        "ratio": Field(2.5, "x")}),
+)  # fmt: skip
+
 
 def _write(out: Path, step: str, data=None, rc: int = 0, log: str = "done") -> None:
     if data is not None:
@@ -242,7 +251,7 @@ def test_table_has_a_row_per_step_from_every_steps_output(tmp_path):
     mod = _collector()
     for step, data in (("meanpool_float32", MEANPOOL), ("meanpool_bfloat16", MEANPOOL),
                        ("sweep", SWEEP), ("mask_step", MASK), ("loader", LOADER),
-                       ("vision_step", VISION)):  # fmt: skip
+                       ("vision_step", VISION), ("stacked_step", STACKED)):  # fmt: skip
         _write(tmp_path, step, data)
     table1 = [_record("r/si/inherit"), _record("r/scratch/reinit")]
     table1[1]["cue_conflict"]["shape_bias"] = None  # no shape or texture decision: defined
@@ -259,6 +268,11 @@ def test_table_has_a_row_per_step_from_every_steps_output(tmp_path):
     )
     assert "pil: 250.00 images/s on 1.00 cores; 250.00 images/s per core" in text
     assert "one GPU's loader (16.00 cores, PIL): 4000.00 images/s" in text
+    assert (
+        "| Table 1's seeds trained stacked vs one at a time (mini models) | resnet18-mini, 3 runs "
+        "at batch 64 images: one at a time 30.0 ms/step, stacked 12.0 ms/step; ratio 2.50x |"
+        in text
+    )
     assert (
         "| subind-bench run table1 --preset tiny, cuda, amp bf16 | 2 records (the run reported "
         "2), every metric present and finite; device cuda; amp bf16; wall time 12 s; "
@@ -422,7 +436,8 @@ def test_script_runs_every_step_and_prints_one_table(tmp_path, stand_in_python):
     assert "budget 600s" in res.stdout
     table = (out / "table.md").read_text()
     assert table in res.stdout
-    assert table.count("failed: exit 3: RuntimeError: no CUDA on benchmarks.speed.") == 4
+    assert table.count("failed: exit 3: RuntimeError: no CUDA on benchmarks.speed.") == 5
+    assert "--runs 3,8 --batch 64" in res.stdout
     assert "failed: exit 3: RuntimeError: no CUDA on benchmarks.cli run table1" in table
     assert not (out / "table1_tiny").exists() and not (out / "sweep.json").exists()
     assert "2 layers: plain 6.00 ms/step; mask 7.20 ms/step; ratio 1.20x" in table

@@ -44,3 +44,18 @@ def test_unknown_path_is_refused_before_any_run(tmp_path):
     res = CliRunner().invoke(main, ["--paths", "one-at-a-time,gpu", "--keep", str(tmp_path / "k")])
     assert res.exit_code == 2 and "unknown ['gpu']" in res.output
     assert not (tmp_path / "k").exists()
+
+
+def test_the_stacked_path_trains_the_seeds_together(tmp_path):
+    keep = tmp_path / "runs"
+    res = CliRunner().invoke(main, ["--preset", "tiny", "--paths", "tensors,stacked", "--set",
+                                    "seeds=0,1", "--set", "models=resnet18-mini", "--set",
+                                    "strategies=scratch", "--keep", str(keep)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "| runs | " in res.output
+    config = json.loads((keep / "stacked" / "config.json").read_text())["config"]
+    assert config["stack_seeds"] is True and config["workers"] == 1
+    records = [json.loads(line) for line in (keep / "stacked" / "results.jsonl").open()]
+    assert [r.get("stacked") for r in records] == [2, 2]
+    plain = [json.loads(line) for line in (keep / "tensors" / "results.jsonl").open()]
+    assert all("stacked" not in r for r in plain)

@@ -348,3 +348,64 @@ def test_two_local_workers_give_the_records_of_one_process(tmp_path):
     starts = {t["label"]: t["start"] for t in trained[0] + trained[1]}
     assert starts["pretrained"] == max(starts.values())
     assert not (tmp_path / "one" / "timings" / "rank1.jsonl").exists()
+
+
+def _without(record, *fields):
+    return {k: v for k, v in record.items() if k not in ("wall_seconds", "provenance", *fields)}
+
+
+def test_stacked_seeds_give_the_records_and_models_of_one_at_a_time(tmp_path):
+    """--set stack_seeds=true trains the seeds of each (model, strategy, unmasked) together
+    (subind.stacked): the same records (float rounding aside: here equal) and models; a group
+    whose runs are partly saved trains only the rest."""
+    from safetensors.torch import load_file
+
+    args = ["run", "table1", "--preset", "tiny", "--strategies", "pretrained,scratch,"
+            "subtask-induction", "--unmasked", "inherit", "--seeds", "0,1", "--no-progress"]  # fmt: skip
+    one = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    two = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "two"),
+                                    "--set", "stack_seeds=true"])  # fmt: skip
+    assert two.exit_code == 0, two.output
+    a = {r["key"]: r for r in read_jsonl(tmp_path / "one" / "results.jsonl")}
+    b = {r["key"]: r for r in read_jsonl(tmp_path / "two" / "results.jsonl")}
+    assert len(a) == 10 and a.keys() == b.keys()
+    for k in a:
+        trains = a[k]["strategy"] != "pretrained"
+        assert b[k].get("stacked") == (2 if trains else None)
+        assert "stacked" not in a[k]
+        assert _without(a[k]) == _without(b[k], "stacked")
+    for path in (tmp_path / "one" / "models").glob("*.safetensors"):
+        x, y = load_file(str(path)), load_file(str(tmp_path / "two" / "models" / path.name))
+        assert x.keys() == y.keys()
+        assert all(torch.allclose(x[n].float(), y[n].float(), atol=1e-5) for n in x), path.name
+    # one training entry per stacked group (2 models x 2 trained strategies + 2 untrained)
+    assert len([t for t in read_timings(tmp_path / "two") if t["stage"] == "train"]) == 6
+    assert len([t for t in read_timings(tmp_path / "one") if t["stage"] == "train"]) == 10
+
+    # a group interrupted after seed 0 was saved: the rerun loads it and trains seed 1 alone
+    out = tmp_path / "two"
+    group = [k for k in b if k.startswith("resnet18-mini/scratch/")]
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text(
+        "".join(f"{ln}\n" for ln in lines if not any(f'"{k}"' in ln for k in group))
+    )
+    for suffix in (".json", ".safetensors"):
+        (out / "models" / f"resnet18-mini_scratch_reinit_s1{suffix}").unlink()
+    again = CliRunner().invoke(main, [*args, "--out", str(out), "--set", "stack_seeds=true"])
+    assert again.exit_code == 0, again.output
+    c = {r["key"]: r for r in read_jsonl(out / "results.jsonl")}
+    assert c.keys() == a.keys()
+    for k in group:
+        assert _without(c[k], "stacked") == _without(a[k])
+    s0, s1 = sorted(group)
+    assert c[s0].get("stacked") == 2 and "stacked" not in c[s1]  # loaded; trained alone
+
+
+def test_stack_seeds_under_ddp_is_a_config_error():
+    from benchmarks.vision.checks import ConfigError, check_config
+
+    cfg = dataclasses.replace(TINY, stack_seeds=True, distributed="ddp")
+    with pytest.raises(ConfigError, match="distributed=slice"):
+        check_config(cfg, world=2)
+    check_config(cfg, world=1)  # one process: nothing to split
