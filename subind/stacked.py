@@ -58,13 +58,14 @@ class _Stateless(nn.Module):
         return functional_call(self.template, self.state, args, kwargs)
 
 
-def _signature(model: nn.Module) -> list[tuple[str, str, tuple[int, ...], Any, bool]]:
-    """What runs trained together must share: every parameter and buffer's name, shape, dtype
-    and whether it trains."""
-    params = [("param", n, tuple(p.shape), p.dtype, p.requires_grad)
+def stack_key(model: nn.Module) -> tuple[tuple[str, str, tuple[int, ...], str, bool], ...]:
+    """What models trained together by :func:`fit_stacked` must share (and group by): every
+    parameter and buffer's name, shape, dtype and whether it trains."""
+    params = [("param", n, tuple(p.shape), str(p.dtype), p.requires_grad)
               for n, p in model.named_parameters()]  # fmt: skip
-    buffers = [("buffer", n, tuple(b.shape), b.dtype, False) for n, b in model.named_buffers()]
-    return params + buffers
+    buffers = [("buffer", n, tuple(b.shape), str(b.dtype), False)
+               for n, b in model.named_buffers()]  # fmt: skip
+    return tuple(params + buffers)
 
 
 def _check(models: Sequence[nn.Module], epoch_batches: Sequence[Any], evaluates: Sequence[Any],
@@ -81,9 +82,9 @@ def _check(models: Sequence[nn.Module], epoch_batches: Sequence[Any], evaluates:
                       ("stop_at_accuracy", "runs of a group stop together: use max_steps")):  # fmt: skip
         if getattr(config, name):
             raise ValueError(f"fit_stacked does not support {name}: {fix}")
-    first = _signature(models[0])
+    first = stack_key(models[0])
     for i, m in enumerate(models[1:], 1):
-        if _signature(m) != first:
+        if stack_key(m) != first:
             raise ValueError(
                 f"model {i} differs from model 0 in its parameters, buffers or trainable set: "
                 "stack only runs of one architecture that train the same tensors"

@@ -17,8 +17,8 @@
 #     vit_b_16 at the paper's batches (128, 512; ResNet also at the released code's 512), fp32
 #     and bf16 autocast: images/s, and Table 1's projected wall time on 1 and 8 GPUs, each step
 #     taking the longer of the model step and the loader's batch time (the loader step's rate)
-#   - stacked_step (benchmarks.speed.stacked_step): Table 1's seeds trained stacked
-#     (stack_seeds, subind.stacked) vs one at a time, mini models, 3 and 8 runs at batch 64
+#   - stacked_step (benchmarks.speed.stacked_step): Table 1's runs trained stacked
+#     (--set stack=..., subind.stacked) vs one at a time, mini models, 3 and 8 runs at batch 64
 #   - table1_tiny: `subind-bench run table1 --preset tiny --device cuda --set amp=bf16`, end to
 #     end (synthetic world, pretraining, Linear FT, discovery, every strategy, evaluation)
 #   - fig3_tiny: `subind-bench run fig3 --preset tiny --device cuda`, batched trainer

@@ -36,7 +36,7 @@ STEPS = (
     ("mask_step", "discovery mask step vs plain step (target <= 1.3x)"),
     ("loader", "Table 1's training transform on ImageNet-sized JPEGs (images/s)"),
     ("vision_step", "vision training step (s/step, images/s); Table 1 projected"),
-    ("stacked_step", "Table 1's seeds trained stacked vs one at a time (mini models)"),
+    ("stacked_step", "Table 1's runs trained stacked vs one at a time (mini models)"),
     ("table1_tiny", "subind-bench run table1 --preset tiny, cuda, amp bf16"),
     ("fig3_tiny", "subind-bench run fig3 --preset tiny, cuda, batched trainer"),
 )

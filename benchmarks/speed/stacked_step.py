@@ -1,5 +1,5 @@
-"""Table 1's seeds trained stacked (``stack_seeds``: :func:`subind.stacked.fit_stacked`) vs one
-at a time (:func:`subind.train.fit` per run): seconds per step of all R runs, and the ratio, for
+"""Table 1's runs trained stacked (``stack``: :func:`subind.stacked.fit_stacked`) vs one at a
+time (:func:`subind.train.fit` per run): seconds per step of all R runs, and the ratio, for
 each architecture, on random weights and synthetic batches (SGD with the paper's settings; an
 evaluation only at the end, of one batch).
 

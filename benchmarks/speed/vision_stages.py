@@ -10,8 +10,9 @@ Paths (each a fresh output folder; ``--paths`` picks them):
                      (benchmarks.vision.tensors), augmented a batch at a time
     tensors+workers  workers=W, tensor_images=true: W local processes share the cores and
                      are dealt the discoveries and runs (benchmarks.vision.worker)
-    stacked          workers=1, tensor_images=true, stack_seeds=true: the seeds of each
-                     strategy trained together in one process (subind.stacked)
+    stacked          workers=1, tensor_images=true, stack=strategies: the runs of one model
+                     that share recipe and data trained together in one process
+                     (subind.stacked)
 
 The world and its pretraining are identical on every path: the first path builds them, the
 others start from a copy (their rows say "shared"). Rows: each phase's wall seconds (first start
@@ -42,7 +43,7 @@ PATHS = {
     "one-at-a-time": ("workers=1", "tensor_images=false"),
     "tensors": ("workers=1", "tensor_images=true"),
     "tensors+workers": ("workers={workers}", "tensor_images=true"),
-    "stacked": ("workers=1", "tensor_images=true", "stack_seeds=true"),
+    "stacked": ("workers=1", "tensor_images=true", "stack=strategies"),
 }
 SHARED = ("world", "pretrained")  # folders of out/ every path shares (built by the first)
 

@@ -158,9 +158,9 @@ def check_config(cfg: Table1Config, world: int = 1) -> dict[str, VisionArch]:
     if cfg.workers > 1 and cfg.distributed != "slice":
         raise ConfigError("workers > 1 deals whole runs to local processes: it needs --set "
                           "distributed=slice (or run under torchrun for DDP)")  # fmt: skip
-    if cfg.stack_seeds and world > 1 and cfg.distributed != "slice":
-        raise ConfigError("stack_seeds trains several runs in one process, DDP one run over "
-                          "every rank: use --set distributed=slice with stack_seeds")  # fmt: skip
+    if cfg.stack != "none" and world > 1 and cfg.distributed != "slice":
+        raise ConfigError(f"stack={cfg.stack} trains several runs in one process, DDP one run "
+                          "over every rank: use --set distributed=slice with it")  # fmt: skip
     return archs
 
 

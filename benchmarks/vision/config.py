@@ -34,6 +34,7 @@ CHOICES = {
     "image_decoding": ("pil", "device"),
     "optimizer": ("sgd", "adamw"),
     "distributed": ("ddp", "slice"),
+    "stack": ("none", "seeds", "strategies"),
 }
 
 
@@ -185,11 +186,14 @@ class Table1Config:
     # (benchmarks.vision.tensors; where its transforms allow); False: read and transformed one
     # image at a time, as the user's data is.
     tensor_images: bool = True
-    # The seeds of one (model, strategy, unmasked mode) trained together, stacked with
-    # torch.func (subind.stacked: one vmapped step for all of them; equal to one at a time up to
-    # float rounding). For devices that small models leave idle (a GPU); on 2 CPU cores a
-    # stacked step is no faster (docs/speed.md). Needs distributed=slice under torchrun.
-    stack_seeds: bool = False
+    # Runs trained together in one process, stacked with torch.func (subind.stacked: one
+    # vmapped step for all; equal to one at a time up to float rounding): "seeds" (the seeds of
+    # one model, strategy and unmasked mode), "strategies" (every run of one model that shares
+    # the recipe, the training set and the trainable tensors: subtask induction and its
+    # controls, both unmasked modes, every seed) or "none". For devices that small models leave
+    # idle (a GPU); on 2 CPU cores a stacked step is slower (docs/speed.md). Needs
+    # distributed=slice under torchrun.
+    stack: str = "none"
 
     def digest(self, *names: str) -> str:
         return config_digest(self, *names)
@@ -231,7 +235,7 @@ WEIGHTS_OPTION = {"resnet": "--weights-resnet18", "vit": "--weights-vit"}
 # What may differ between runs into one output folder: which runs, and how they execute.
 FOLDER_FREE = ("models", "strategies", "seeds", "unmasked", "device", "loader_workers",
                "eval_batch_size", "distributed", "sync_batchnorm", "dist_timeout_s",
-               "cue_conflict_scoring", "workers", "image_decoding", "stack_seeds")  # fmt: skip
+               "cue_conflict_scoring", "workers", "image_decoding", "stack")  # fmt: skip
 
 
 def config_from_dict(d: dict) -> Table1Config:

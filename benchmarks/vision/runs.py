@@ -69,6 +69,7 @@ from benchmarks.vision.timing import start_timings, timed, timed_job
 from benchmarks.vision.training import run_cost, train_run, train_stacked
 from subind.io import save_state_dict, write_json_atomic
 from subind.runtime import dist_env, init_distributed, resolve_device
+from subind.stacked import stack_key
 from subind.subnetwork import Subnetwork
 from subind.transfer import bake
 
@@ -183,26 +184,28 @@ def _trained_stacked(
     cfg: Table1Config, runs: list[Run], stages: Stages, out: Path, device: torch.device,
     progress: bool,
 ) -> list[tuple[nn.Module, dict[str, Any]]]:  # fmt: skip
-    """:func:`_trained` of each of ``runs`` (seeds of one model, strategy and unmasked mode):
-    those not saved before trained together (:func:`train_stacked`; one alone as ever)."""
+    """:func:`_trained` of each of ``runs`` (one unit of :func:`stacked_units`): those not
+    saved before trained together, a group per set of trainable tensors
+    (:func:`train_stacked`; one alone as ever)."""
     starts = [_start_model(cfg, run, stages, device) for run in runs]
     done = {i: _saved(cfg, run, out, starts[i][0], device) for i, run in enumerate(runs)}
-    todo = [i for i, found in done.items() if found is None]
+    groups: dict[Any, list[int]] = {}  # e.g. a ViT whose norms one strategy freezes: apart
+    for i, found in done.items():
+        if found is None:
+            groups.setdefault(stack_key(starts[i][0]), []).append(i)
     strat = STRATEGIES.get(runs[0].strategy)
-    assert strat.trains, "only trained strategies are stacked"
     train_set = training_set(stages.data, strat.pooled_in_training)
-    if len(todo) == 1:
-        (i,) = todo
-        fields = {"train_images": 0, "curve": [], **starts[i][1]}
-        fields.update(train_run(cfg, runs[i], stages.entry, starts[i][0], train_set, stages.data,
-                                out, device, 0, 1, progress))  # fmt: skip
-        done[i] = (_keep(cfg, runs[i], out, starts[i][0], fields, 0), fields)
-    elif todo:
-        trained = train_stacked(cfg, [runs[i] for i in todo], stages.entry,
-                                [starts[i][0] for i in todo], train_set, stages.data, device,
-                                progress)  # fmt: skip
-        for i, more in zip(todo, trained, strict=True):
-            fields = {"train_images": 0, "curve": [], **starts[i][1], **more}
+    for todo in groups.values():
+        if len(todo) == 1:
+            (i,) = todo
+            more = [train_run(cfg, runs[i], stages.entry, starts[i][0], train_set, stages.data,
+                              out, device, 0, 1, progress)]  # fmt: skip
+        else:
+            more = train_stacked(cfg, [runs[i] for i in todo], stages.entry,
+                                 [starts[i][0] for i in todo], train_set, stages.data, device,
+                                 progress)  # fmt: skip
+        for i, m in zip(todo, more, strict=True):
+            fields = {"train_images": 0, "curve": [], **starts[i][1], **m}
             done[i] = (_keep(cfg, runs[i], out, starts[i][0], fields, 0), fields)
     return [done[i] for i in range(len(runs))]  # type: ignore[misc]
 
@@ -269,12 +272,13 @@ def run_stacked(
     cfg: Table1Config, runs: list[Run], stages: Stages, inputs: Inputs, out: Path, sync: Sync,
     progress: bool = False,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """:func:`run_strategy` of each of ``runs`` (seeds of one model, strategy and unmasked
-    mode; this process alone), trained together (``stack_seeds``); each record's
-    ``wall_seconds``: its share of the group's training plus its own evaluation."""
+    """:func:`run_strategy` of each of ``runs`` (a unit of :func:`stacked_units`; this process
+    alone), trained together; each record's ``wall_seconds``: its share of the unit's training
+    plus its own evaluation."""
     start = time.perf_counter()
     device = resolve_device(cfg.device)
-    with timed(out, sync.rank, "train", runs[0].model, runs[0].strategy):
+    label = "+".join(dict.fromkeys(run.strategy for run in runs))
+    with timed(out, sync.rank, "train", runs[0].model, label):
         trained = _trained_stacked(cfg, runs, stages, out, device, progress)
     share = (time.perf_counter() - start) / len(runs)
     for run, (net, fields) in zip(runs, trained, strict=True):
@@ -282,13 +286,21 @@ def run_stacked(
                          time.perf_counter() - share)  # fmt: skip
 
 
-def stacked_units(runs: list[Run]) -> list[list[Run]]:
-    """The runs cut into units (``stack_seeds``): the seeds of one trained (model, strategy,
-    unmasked mode) together, in plan order; an untrained strategy's run alone."""
-    units: dict[tuple[str, ...], list[Run]] = {}
+def stacked_units(runs: list[Run], stack: str) -> list[list[Run]]:
+    """The runs cut into units of runs trained together, in plan order (``stack``): "seeds":
+    the seeds of one trained (model, strategy, unmasked mode); "strategies": every trained run
+    of one model with the same recipe, training set and kind of start (transferred or not:
+    subtask induction and its controls, both unmasked modes, every seed). An untrained run is
+    a unit alone."""
+    units: dict[tuple[Any, ...], list[Run]] = {}
     for run in runs:
-        trains = STRATEGIES.get(run.strategy).trains
-        key = (run.model, run.strategy, run.unmasked) if trains else (run.tag(),)
+        s = STRATEGIES.get(run.strategy)
+        if not s.trains:
+            key: tuple[Any, ...] = (run.tag(),)
+        elif stack == "seeds":
+            key = (run.model, run.strategy, run.unmasked)
+        else:
+            key = (run.model, s.recipe, s.pooled_in_training, s.transfer)
         units.setdefault(key, []).append(run)
     return list(units.values())
 
@@ -383,7 +395,7 @@ def run_table1(
     ddp = cfg.distributed == "ddp"
 
     def run_unit(unit: list[Run]) -> Iterator[dict[str, Any]]:
-        if len(unit) > 1:  # stack_seeds
+        if len(unit) > 1:  # stack
             return run_stacked(cfg, unit, stages[unit[0].model], inputs, out, sync, progress)
         r = unit[0]
         return iter([run_strategy(cfg, r, stages[r.model], inputs, out, sync, ddp, progress)])
@@ -399,7 +411,7 @@ def run_table1(
         config_digest=cfg.digest(*RUN_KEYS),
         sync=sync,
         progress=progress,
-        plan_units=stacked_units if cfg.stack_seeds else None,
+        plan_units=None if cfg.stack == "none" else lambda todo: stacked_units(todo, cfg.stack),
         desc="table1 runs",
         slice_runs=not ddp,
         claimed=True,  # with slice: each rank takes the costliest run left when it comes free

@@ -218,17 +218,18 @@ def train_stacked(
     cfg: Table1Config, runs: Sequence[Run], entry: ModelEntry, nets: Sequence[nn.Module],
     train_set: Dataset, data: ImageSets, device: torch.device, progress: bool,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Train ``runs`` (the seeds of one strategy and unmasked mode of one model: one recipe,
-    one training set) together, stacked (:func:`subind.stacked.fit_stacked`): run r as
+    """Train ``runs`` (of one model, with one recipe, on ``train_set``; their models ``nets``
+    train the same tensors) together, stacked (:func:`subind.stacked.fit_stacked`): run r as
     :func:`train_run` in one process would train it, up to float rounding. No checkpoint: an
     interrupted group trains again from its start. Returns each run's record fields, with
     ``stacked``: how many runs trained together."""
-    assert len({(run.model, run.strategy) for run in runs}) == 1, "one model and strategy"
-    r = recipe(cfg, STRATEGIES.get(runs[0].strategy).recipe, entry.family)
+    kinds = {STRATEGIES.get(run.strategy).recipe for run in runs}
+    assert len(kinds) == 1 and len({run.model for run in runs}) == 1, "one model and recipe"
+    r = recipe(cfg, kinds.pop(), entry.family)
     loaders = [train_loader(cfg, train_set, r.batch_size, run.seed, 0, 1, device) for run in runs]
     tc = train_config(r, len(loaders[0]), None, cfg.amp)
     evaluate = _evaluator(cfg, r, data, device, 0, 1)
-    tag = f"{runs[0].model}_{runs[0].strategy}_{runs[0].unmasked} x{len(runs)}"
+    tag = f"{runs[0].model} {'+'.join(dict.fromkeys(run.strategy for run in runs))} x{len(runs)}"
     results = fit_stacked(list(nets), loaders, ce_loss(device, loss_weights(cfg, train_set)),
                           [evaluate] * len(runs), tc, [run.seed for run in runs], desc=tag,
                           progress=progress)  # fmt: skip

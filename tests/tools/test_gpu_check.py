@@ -269,7 +269,7 @@ def test_table_has_a_row_per_step_from_every_steps_output(tmp_path):
     assert "pil: 250.00 images/s on 1.00 cores; 250.00 images/s per core" in text
     assert "one GPU's loader (16.00 cores, PIL): 4000.00 images/s" in text
     assert (
-        "| Table 1's seeds trained stacked vs one at a time (mini models) | resnet18-mini, 3 runs "
+        "| Table 1's runs trained stacked vs one at a time (mini models) | resnet18-mini, 3 runs "
         "at batch 64 images: one at a time 30.0 ms/step, stacked 12.0 ms/step; ratio 2.50x |"
         in text
     )

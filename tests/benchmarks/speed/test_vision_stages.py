@@ -46,7 +46,7 @@ def test_unknown_path_is_refused_before_any_run(tmp_path):
     assert not (tmp_path / "k").exists()
 
 
-def test_the_stacked_path_trains_the_seeds_together(tmp_path):
+def test_the_stacked_path_trains_runs_together(tmp_path):
     keep = tmp_path / "runs"
     res = CliRunner().invoke(main, ["--preset", "tiny", "--paths", "tensors,stacked", "--set",
                                     "seeds=0,1", "--set", "models=resnet18-mini", "--set",
@@ -54,7 +54,7 @@ def test_the_stacked_path_trains_the_seeds_together(tmp_path):
     assert res.exit_code == 0, res.output
     assert "| runs | " in res.output
     config = json.loads((keep / "stacked" / "config.json").read_text())["config"]
-    assert config["stack_seeds"] is True and config["workers"] == 1
+    assert config["stack"] == "strategies" and config["workers"] == 1
     records = [json.loads(line) for line in (keep / "stacked" / "results.jsonl").open()]
     assert [r.get("stacked") for r in records] == [2, 2]
     plain = [json.loads(line) for line in (keep / "tensors" / "results.jsonl").open()]

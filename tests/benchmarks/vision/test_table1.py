@@ -14,6 +14,7 @@ from benchmarks.vision.data import epoch_loader, split_items, training_set
 from benchmarks.vision.grid import plan_runs
 from benchmarks.vision.inputs import resolve_inputs
 from benchmarks.vision.models import ARCHS
+from benchmarks.vision.strategies import STRATEGIES
 from benchmarks.vision.timing import read_timings
 from meanpool.imagenet import Item
 from subind.io import read_jsonl
@@ -354,45 +355,55 @@ def _without(record, *fields):
     return {k: v for k, v in record.items() if k not in ("wall_seconds", "provenance", *fields)}
 
 
-def test_stacked_seeds_give_the_records_and_models_of_one_at_a_time(tmp_path):
-    """--set stack_seeds=true trains the seeds of each (model, strategy, unmasked) together
-    (subind.stacked): the same records (float rounding aside: here equal) and models; a group
-    whose runs are partly saved trains only the rest."""
+def _same_records_and_models(one, two, stacked_sizes):
+    """Every record of ``two`` is ``one``'s ("stacked" aside, which ``stacked_sizes`` gives per
+    strategy), and every saved model too (float rounding aside: here equal)."""
     from safetensors.torch import load_file
 
-    args = ["run", "table1", "--preset", "tiny", "--strategies", "pretrained,scratch,"
-            "subtask-induction", "--unmasked", "inherit", "--seeds", "0,1", "--no-progress"]  # fmt: skip
-    one = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
-    assert one.exit_code == 0, one.output
-    two = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "two"),
-                                    "--set", "stack_seeds=true"])  # fmt: skip
-    assert two.exit_code == 0, two.output
-    a = {r["key"]: r for r in read_jsonl(tmp_path / "one" / "results.jsonl")}
-    b = {r["key"]: r for r in read_jsonl(tmp_path / "two" / "results.jsonl")}
-    assert len(a) == 10 and a.keys() == b.keys()
+    a = {r["key"]: r for r in read_jsonl(one / "results.jsonl")}
+    b = {r["key"]: r for r in read_jsonl(two / "results.jsonl")}
+    assert a and a.keys() == b.keys()
     for k in a:
-        trains = a[k]["strategy"] != "pretrained"
-        assert b[k].get("stacked") == (2 if trains else None)
+        assert b[k].get("stacked") == stacked_sizes.get(a[k]["strategy"]), k
         assert "stacked" not in a[k]
         assert _without(a[k]) == _without(b[k], "stacked")
-    for path in (tmp_path / "one" / "models").glob("*.safetensors"):
-        x, y = load_file(str(path)), load_file(str(tmp_path / "two" / "models" / path.name))
+    for path in (one / "models").glob("*.safetensors"):
+        x, y = load_file(str(path)), load_file(str(two / "models" / path.name))
         assert x.keys() == y.keys()
         assert all(torch.allclose(x[n].float(), y[n].float(), atol=1e-5) for n in x), path.name
-    # one training entry per stacked group (2 models x 2 trained strategies + 2 untrained)
-    assert len([t for t in read_timings(tmp_path / "two") if t["stage"] == "train"]) == 6
+    return a, b
+
+
+TRAINS = ["run", "table1", "--preset", "tiny", "--unmasked", "inherit", "--seeds", "0,1",
+          "--no-progress"]  # fmt: skip
+
+
+def test_stacked_seeds_give_the_records_and_models_of_one_at_a_time(tmp_path):
+    """--set stack=seeds trains the seeds of each (model, strategy, unmasked) together
+    (subind.stacked): the same records and models; a unit whose runs are partly saved trains
+    only the rest."""
+    args = [*TRAINS, "--strategies", "pretrained,scratch,subtask-induction"]
+    one = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    out = tmp_path / "two"
+    two = CliRunner().invoke(main, [*args, "--out", str(out), "--set", "stack=seeds"])
+    assert two.exit_code == 0, two.output
+    a, _ = _same_records_and_models(tmp_path / "one", out,
+                                    {"scratch": 2, "subtask-induction": 2})  # fmt: skip
+    assert len(a) == 10
+    # one training entry per unit (2 models x 2 trained strategies + 2 untrained)
+    assert len([t for t in read_timings(out) if t["stage"] == "train"]) == 6
     assert len([t for t in read_timings(tmp_path / "one") if t["stage"] == "train"]) == 10
 
-    # a group interrupted after seed 0 was saved: the rerun loads it and trains seed 1 alone
-    out = tmp_path / "two"
-    group = [k for k in b if k.startswith("resnet18-mini/scratch/")]
+    # a unit interrupted after seed 0 was saved: the rerun loads it and trains seed 1 alone
+    group = [k for k in a if k.startswith("resnet18-mini/scratch/")]
     lines = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text(
         "".join(f"{ln}\n" for ln in lines if not any(f'"{k}"' in ln for k in group))
     )
     for suffix in (".json", ".safetensors"):
         (out / "models" / f"resnet18-mini_scratch_reinit_s1{suffix}").unlink()
-    again = CliRunner().invoke(main, [*args, "--out", str(out), "--set", "stack_seeds=true"])
+    again = CliRunner().invoke(main, [*args, "--out", str(out), "--set", "stack=seeds"])
     assert again.exit_code == 0, again.output
     c = {r["key"]: r for r in read_jsonl(out / "results.jsonl")}
     assert c.keys() == a.keys()
@@ -402,10 +413,51 @@ def test_stacked_seeds_give_the_records_and_models_of_one_at_a_time(tmp_path):
     assert c[s0].get("stacked") == 2 and "stacked" not in c[s1]  # loaded; trained alone
 
 
-def test_stack_seeds_under_ddp_is_a_config_error():
+def test_stacked_strategies_give_the_records_of_one_at_a_time(tmp_path):
+    """--set stack=strategies: subtask induction and its controls (every seed) train as one
+    unit per model, scratch (another recipe and start) as another."""
+    args = [*TRAINS, "--strategies", "scratch,subtask-induction,random-subnetwork,unmasked-only"]
+    one = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    two = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "two"),
+                                    "--set", "stack=strategies"])  # fmt: skip
+    assert two.exit_code == 0, two.output
+    sizes = {"scratch": 2, "subtask-induction": 6, "random-subnetwork": 6, "unmasked-only": 6}
+    a, _ = _same_records_and_models(tmp_path / "one", tmp_path / "two", sizes)
+    assert len(a) == 16
+    labels = sorted(t["label"] for t in read_timings(tmp_path / "two") if t["stage"] == "train")
+    assert labels == ["scratch"] * 2 + ["subtask-induction+random-subnetwork+unmasked-only"] * 2
+
+
+def test_stacked_units_group_by_recipe_data_and_start():
+    from benchmarks.vision.runs import stacked_units
+
+    cfg = dataclasses.replace(TINY, seeds=(0, 1), models=("resnet18-mini",))
+    runs = plan_runs(cfg)
+    by_seeds = stacked_units(runs, "seeds")
+    by_strategies = stacked_units(runs, "strategies")
+    assert sorted(r for u in by_seeds for r in u) == sorted(runs)
+    assert sorted(r for u in by_strategies for r in u) == sorted(runs)
+    for units in (by_seeds, by_strategies):
+        for u in units:  # untrained runs alone; one model and recipe per unit
+            assert len({r.model for r in u}) == 1
+            assert len({STRATEGIES.get(r.strategy).recipe for r in u}) == 1
+            assert len(u) == 1 or all(STRATEGIES.get(r.strategy).trains for r in u)
+    assert {len(u) for u in by_seeds if len(u) > 1} == {2}
+    mixed = [u for u in by_strategies if len({r.strategy for r in u}) > 1]
+    assert len(mixed) == 1 and {r.strategy for r in mixed[0]} == {
+        "subtask-induction", "random-subnetwork", "unmasked-only"}  # fmt: skip
+    data = [u for u in by_strategies if u[0].strategy == "data-mixture"]
+    assert len(data) == 1 and len(data[0]) == 2  # its own training set: apart
+
+
+def test_stacking_under_ddp_is_a_config_error():
     from benchmarks.vision.checks import ConfigError, check_config
 
-    cfg = dataclasses.replace(TINY, stack_seeds=True, distributed="ddp")
-    with pytest.raises(ConfigError, match="distributed=slice"):
-        check_config(cfg, world=2)
-    check_config(cfg, world=1)  # one process: nothing to split
+    for stack in ("seeds", "strategies"):
+        cfg = dataclasses.replace(TINY, stack=stack, distributed="ddp")
+        with pytest.raises(ConfigError, match="distributed=slice"):
+            check_config(cfg, world=2)
+        check_config(cfg, world=1)  # one process: nothing to split
+    with pytest.raises(ConfigError, match="stack"):
+        check_config(dataclasses.replace(TINY, stack="models"))
