@@ -436,8 +436,8 @@ def test_stacked_units_group_by_recipe_data_and_start():
     runs = plan_runs(cfg)
     by_seeds = stacked_units(runs, "seeds")
     by_strategies = stacked_units(runs, "strategies")
-    assert sorted(r for u in by_seeds for r in u) == sorted(runs)
-    assert sorted(r for u in by_strategies for r in u) == sorted(runs)
+    assert sorted(r.tag() for u in by_seeds for r in u) == sorted(r.tag() for r in runs)
+    assert sorted(r.tag() for u in by_strategies for r in u) == sorted(r.tag() for r in runs)
     for units in (by_seeds, by_strategies):
         for u in units:  # untrained runs alone; one model and recipe per unit
             assert len({r.model for r in u}) == 1
