@@ -209,7 +209,8 @@ def stacked_step_rows(res: Result) -> list[str]:
     """A row per (arch, runs): one step of all runs one at a time and stacked, the ratio."""
     rows = [f"{_show(r, 'arch')}, {_show(r, 'runs', 'd')} at batch {_show(r, 'batch', 'd')}: one "
             f"at a time {_show(r, 'single_ms', '.1f')}, stacked {_show(r, 'stacked_ms', '.1f')}; "
-            f"ratio {_show(r, 'ratio')}" for r in res.rows_of("setting")]  # fmt: skip
+            f"ratio {_show(r, 'ratio')}; weights differ by {_show(r, 'max_weight_diff', '.1e')}"
+            for r in res.rows_of("setting")]  # fmt: skip
     return rows or ["nothing measured"]
 
 

@@ -53,7 +53,9 @@ def _loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.T
 def time_paths(
     arch: str, runs: int, batch: int, steps: int, warmup: int, device: torch.device
 ) -> dict[str, float]:
-    """Seconds per step of all ``runs`` runs: one at a time ("single") and stacked."""
+    """Seconds per step of all ``runs`` runs: one at a time ("single") and stacked; and
+    ("max_weight_diff") the largest difference between the two paths' weights after
+    ``warmup + steps`` steps (float rounding, grown over the steps)."""
     size = arch_for(arch).image_size
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=g).to(device)
@@ -64,7 +66,7 @@ def time_paths(
         with torch.no_grad():
             return float((m(xv).argmax(-1) == yv).float().mean())
 
-    out = {}
+    out, trained = {}, {}
     for path in ("single", "stacked"):
         seconds = []
         for n in (warmup, warmup + steps):  # the difference: `steps` steps, set-up excluded
@@ -82,6 +84,12 @@ def time_paths(
             _sync(device)
             seconds.append(time.perf_counter() - start)
         out[path] = (seconds[1] - seconds[0]) / steps
+        trained[path] = models
+    out["max_weight_diff"] = max(
+        float((p - q).detach().abs().max())
+        for a, b in zip(trained["single"], trained["stacked"], strict=True)
+        for p, q in zip(a.parameters(), b.parameters(), strict=True)
+    )
     return out
 
 
@@ -107,8 +115,8 @@ def main(device, archs, runs, batch, steps, warmup, threads, json_path) -> None:
     for a in names:
         arch_for(a)  # an unknown name fails here, before any timing
     rows = []
-    lines = ["| arch | runs | batch | one at a time ms | stacked ms | ratio |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| arch | runs | batch | one at a time ms | stacked ms | ratio | weight diff |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for a in names:
         for r in counts:
             t = time_paths(a, r, batch, steps, warmup, dev)
@@ -118,10 +126,13 @@ def main(device, archs, runs, batch, steps, warmup, threads, json_path) -> None:
                 "single_ms": Field(1e3 * t["single"], "ms/step"),
                 "stacked_ms": Field(1e3 * t["stacked"], "ms/step"),
                 "ratio": Field(ratio, "x"),
+                "max_weight_diff": Field(t["max_weight_diff"], "abs"),
             }))  # fmt: skip
             lines.append(f"| {a} | {r} | {batch} | {1e3 * t['single']:.1f} | "
-                         f"{1e3 * t['stacked']:.1f} | {ratio:.2f}x |")  # fmt: skip
-    lines.append("ms: one step of all runs; ratio: one at a time / stacked (above 1: faster)")
+                         f"{1e3 * t['stacked']:.1f} | {ratio:.2f}x | "
+                         f"{t['max_weight_diff']:.1e} |")  # fmt: skip
+    lines.append("ms: one step of all runs; ratio: one at a time / stacked (above 1: faster); "
+                 f"weight diff: largest |stacked - one at a time| after {warmup + steps} steps")  # fmt: skip
     click.echo("\n".join(lines))
     if json_path:
         config = {"device": device, "archs": names, "runs": counts, "batch": batch,

@@ -79,7 +79,8 @@ STACKED = _result(
                                         "batch": Field(64, "images"),
                                         "single_ms": Field(30.0, "ms/step"),
                                         "stacked_ms": Field(12.0, "ms/step"),
-                                        "ratio": Field(2.5, "x")}),
+                                        "ratio": Field(2.5, "x"),
+                                        "max_weight_diff": Field(2e-7, "abs")}),
 )  # fmt: skip
 
 
@@ -270,8 +271,8 @@ def test_table_has_a_row_per_step_from_every_steps_output(tmp_path):
     assert "one GPU's loader (16.00 cores, PIL): 4000.00 images/s" in text
     assert (
         "| Table 1's runs trained stacked vs one at a time (mini models) | resnet18-mini, 3 runs "
-        "at batch 64 images: one at a time 30.0 ms/step, stacked 12.0 ms/step; ratio 2.50x |"
-        in text
+        "at batch 64 images: one at a time 30.0 ms/step, stacked 12.0 ms/step; ratio 2.50x; "
+        "weights differ by 2.0e-07 abs |" in text
     )
     assert (
         "| subind-bench run table1 --preset tiny, cuda, amp bf16 | 2 records (the run reported "

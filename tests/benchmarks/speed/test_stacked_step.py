@@ -17,6 +17,7 @@ def test_stacked_step_times_both_paths_and_writes_the_one_shape(tmp_path):
         single, stacked = r.value("single_ms"), r.value("stacked_ms")
         assert single > 0 and stacked > 0 and r.value("ratio") == single / stacked
         assert r.value("runs") == 2 and r.value("batch") == 4
+        assert 0 <= r.value("max_weight_diff") < 1e-3  # the same training, up to rounding
     assert "| resnet18-mini | 2 | 4 |" in res.output and result.config["runs"] == [2]
 
 
