@@ -41,6 +41,7 @@ from subind.train import (
     _get_rng,
     _metrics,
     _set_rng,
+    train_mode,
 )
 
 EpochBatches = Callable[[int], Iterable[Batch]]
@@ -171,11 +172,7 @@ class _StackedLoop:
         self.bar: Any = None
 
     def train_mode(self) -> None:
-        self.template.train()
-        if self.config.norm_eval:
-            for m in self.template.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        train_mode(self.template, self.config.norm_eval)
 
     def spent(self) -> bool:
         return self.config.max_steps is not None and self.step >= self.config.max_steps

@@ -324,6 +324,16 @@ def _metrics(value: float | Mapping[str, float]) -> dict[str, float]:
     return {"val_accuracy": float(value)}
 
 
+def train_mode(model: nn.Module, norm_eval: bool) -> None:
+    """``model.train()``; with ``norm_eval`` its BatchNorm layers stay in eval mode (running
+    statistics frozen: TrainConfig.norm_eval)."""
+    model.train()
+    if norm_eval:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 class _Loop:
     """One call of :func:`fit`: the model, its optimizer, the position and the best state so
     far; one method per part of the loop (evaluate and select, checkpoint, train one epoch)."""
@@ -359,11 +369,7 @@ class _Loop:
         self.bar: Any = None
 
     def train_mode(self) -> None:
-        self.net.train()
-        if self.config.norm_eval:
-            for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        train_mode(self.net, self.config.norm_eval)
 
     def spent(self) -> bool:
         return self.config.max_steps is not None and self.s.step >= self.config.max_steps
